@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Debian packages the tests use: curl (a real client) and slowhttptest (slowloris).
+# Installed when missing and we are root; the tests that need them skip otherwise.
+set -u
+need=()
+command -v curl >/dev/null 2>&1 || need+=(curl)
+command -v slowhttptest >/dev/null 2>&1 || need+=(slowhttptest)
+[ ${#need[@]} -eq 0 ] && exit 0
+if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+  echo "system-deps: missing ${need[*]} (not root or no apt-get): those tests will skip" >&2
+  exit 0
+fi
+export DEBIAN_FRONTEND=noninteractive
+apt-get install -y -q "${need[@]}" >/dev/null 2>&1 \
+  || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q "${need[@]}" >/dev/null 2>&1; } \
+  || echo "system-deps: could not install ${need[*]}: those tests will skip" >&2
+exit 0

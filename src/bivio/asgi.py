@@ -1,0 +1,191 @@
+"""The ASGI adapter: runs an ASGI 3 app over any stream (see :mod:`bivio.stream`).
+
+It builds the HTTP scope and implements ``receive``/``send`` on top of the
+stream contract. It knows nothing about HTTP/1.1 framing: Content-Length,
+chunking, ``100 Continue`` and keep-alive belong to the connection protocol.
+
+Extensions offered in ``scope["extensions"]``:
+
+- ``http.response.pathsend``: ``{"type": "http.response.pathsend", "path": ...}``
+  sends a file with ``os.sendfile``;
+- ``http.response.trailers``: ``trailers: True`` in ``http.response.start``,
+  then ``http.response.trailers`` messages (chunked trailers on HTTP/1.1);
+- ``http.response.early_hint``: ``{"type": "http.response.early_hint",
+  "links": [b"</style.css>; rel=preload; as=style", ...]}`` sends a 103.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Any
+from urllib.parse import unquote
+
+from .logs import logger
+from .stream import ClientDisconnected, Stream, send_plain
+
+ASGI_VERSION = {"version": "3.0", "spec_version": "2.4"}
+EXTENSIONS = {
+    "http.response.pathsend": {},
+    "http.response.trailers": {},
+    "http.response.early_hint": {},
+}
+DISCONNECT = {"type": "http.disconnect"}
+
+
+class HTTPCycle:
+    """``receive`` and ``send`` for one request: the ASGI message state machine."""
+
+    __slots__ = ("stream", "body_done", "started", "complete", "more_trailers")
+
+    def __init__(self, stream: Stream) -> None:
+        self.stream = stream
+        self.body_done = False
+        self.started = False
+        self.complete = False
+        self.more_trailers = False
+
+    async def receive(self) -> dict[str, Any]:
+        stream = self.stream
+        if not self.body_done:
+            try:
+                chunk, more = await stream.receive_body()
+            except ClientDisconnected:
+                self.body_done = True
+                return DISCONNECT
+            if not more:
+                self.body_done = True
+            return {"type": "http.request", "body": chunk, "more_body": more}
+        # After the body only one thing can happen: the request ends.
+        await stream.wait_closed()
+        return DISCONNECT
+
+    async def send(self, message: dict[str, Any]) -> None:
+        kind = message["type"]
+        stream = self.stream
+        if kind == "http.response.body":
+            if not self.started:
+                raise RuntimeError("'http.response.body' sent before 'http.response.start'")
+            if self.complete:
+                if stream.disconnected:
+                    raise ClientDisconnected()
+                return  # ASGI: messages after the final body are ignored
+            more = message.get("more_body", False)
+            if not more and not self.more_trailers:
+                self.complete = True
+            await stream.send_body(message.get("body", b""), more)
+        elif kind == "http.response.start":
+            if self.started:
+                raise RuntimeError("'http.response.start' sent twice")
+            self.started = True
+            trailers = bool(message.get("trailers", False))
+            self.more_trailers = trailers
+            await stream.start_response(
+                message["status"], _header_list(message.get("headers", ())), trailers
+            )
+        elif kind == "http.response.trailers":
+            if not self.more_trailers:
+                raise RuntimeError("'http.response.trailers' without trailers=True")
+            if not message.get("more_trailers", False):
+                self.more_trailers = False
+                self.complete = True
+                await stream.send_trailers(_header_list(message.get("headers", ())))
+        elif kind == "http.response.pathsend":
+            if not self.started or self.complete:
+                raise RuntimeError("'http.response.pathsend' must follow 'http.response.start'")
+            self.complete = True
+            await _send_path(stream, message["path"])
+        elif kind == "http.response.early_hint":
+            if not self.started:
+                links = message.get("links", ())
+                await stream.send_informational(103, [(b"link", bytes(v)) for v in links])
+        else:
+            raise RuntimeError(f"unexpected ASGI message type {kind!r} for an HTTP request")
+
+
+def _header_list(headers: Any) -> list[tuple[bytes, bytes]]:
+    try:
+        return [(bytes(name), bytes(value)) for name, value in headers]
+    except (TypeError, ValueError):
+        raise TypeError("ASGI headers must be an iterable of [bytes, bytes] pairs") from None
+
+
+async def _send_path(stream: Stream, path: str | os.PathLike[str]) -> None:
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    try:
+        size = os.fstat(fd).st_size
+        await stream.send_file(fd, 0, size)
+    finally:
+        os.close(fd)
+
+
+class ASGIHandler:
+    """Turns each stream into an ASGI HTTP scope and runs the app on it."""
+
+    def __init__(self, app: Any, root_path: str = "", state: dict[str, Any] | None = None):
+        self.app = app
+        self.root_path = root_path
+        self.state = state if state is not None else {}
+        self._root_raw = root_path.encode("latin-1")
+
+    def scope(self, stream: Stream) -> dict[str, Any]:
+        raw_path = stream.raw_path
+        path = raw_path.decode("latin-1")
+        if "%" in path:
+            path = unquote(path)
+        root = self.root_path
+        return {
+            "type": "http",
+            "asgi": ASGI_VERSION,
+            "http_version": stream.http_version,
+            "method": stream.method,
+            "scheme": stream.scheme,
+            "path": root + path,
+            "raw_path": self._root_raw + raw_path if root else raw_path,
+            "query_string": stream.query_string,
+            "root_path": root,
+            "headers": stream.headers,
+            "client": stream.client,
+            "server": stream.server,
+            "extensions": EXTENSIONS,
+            "state": self.state.copy(),
+        }
+
+    async def __call__(self, stream: Stream) -> None:
+        cycle = HTTPCycle(stream)
+        try:
+            await self.app(self.scope(stream), cycle.receive, cycle.send)
+        except ClientDisconnected:
+            if not stream.disconnected:
+                raise
+            return  # the client left; the app noticed through send(); nothing to log
+        except asyncio.CancelledError:
+            stream.abort()
+            raise
+        except BaseException as exc:
+            logger.error("Exception in ASGI application", exc_info=exc)
+            await _fail(stream)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        if not cycle.started:
+            if not stream.disconnected:
+                logger.error("ASGI application returned without starting a response")
+            await _fail(stream)
+        elif not cycle.complete:
+            if not stream.disconnected:
+                logger.error("ASGI application returned without completing the response")
+            stream.abort()
+
+
+async def _fail(stream: Stream) -> None:
+    """Answer 500 if nothing was sent yet; otherwise the response is broken: drop it."""
+    if stream.disconnected:
+        return
+    if stream.response_started:
+        stream.abort()
+        return
+    try:
+        await send_plain(stream, 500, "Internal Server Error")
+    except (ClientDisconnected, RuntimeError, ValueError):
+        stream.abort()

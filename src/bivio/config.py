@@ -1,0 +1,247 @@
+"""The one place options are defined, parsed and validated.
+
+Every option is declared once in :data:`OPTIONS`. The CLI builds its flags
+from that table, ``BIVIO_*`` environment variables are read through it, and
+:func:`bivio.run` validates keyword arguments with it. The result is a frozen
+:class:`Config`; nothing else in bivio parses options.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
+
+
+class ConfigError(ValueError):
+    """An option has a value bivio cannot use; the message is one line for the user."""
+
+
+@dataclass(frozen=True)
+class Option:
+    """One option: its name (``snake_case``), type, default and help text.
+
+    ``kind`` is one of ``str``, ``int``, ``float``, ``bool``, ``list`` (repeatable
+    string) or ``choice``. The CLI flag is ``--name-with-dashes``; booleans also
+    get ``--no-name``; the environment variable is ``BIVIO_NAME``.
+    """
+
+    name: str
+    kind: str
+    default: Any
+    help: str
+    choices: tuple[str, ...] = ()
+    metavar: str | None = None
+    minimum: float | None = None
+    cli: bool = True
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def env(self) -> str:
+        return "BIVIO_" + self.name.upper()
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("host", "str", "127.0.0.1", "Bind socket to this host.", metavar="HOST"),
+    Option("port", "int", 8000, "Bind socket to this port (0 picks a free one).", minimum=0),
+    Option("uds", "str", None, "Bind to a UNIX domain socket at this path.", metavar="PATH"),
+    Option("fd", "int", None, "Serve on an already bound socket: this file descriptor.", minimum=0),
+    Option("app_dir", "str", ".", "Put this directory first on sys.path before importing the app."),
+    Option("factory", "bool", False, "Treat MODULE:ATTR as a factory that returns the app."),
+    Option("root_path", "str", "", "Mount point of the app (ASGI root_path); with a proxy prefix."),
+    Option("proxy_headers", "bool", True,
+           "Trust X-Forwarded-For / X-Forwarded-Proto from --forwarded-allow-ips."),
+    Option("forwarded_allow_ips", "str", None,
+           "Comma-separated IPs or networks trusted for proxy headers ('*' for all). "
+           "Default: $FORWARDED_ALLOW_IPS or 127.0.0.1.", metavar="IPS"),
+    Option("log_level", "choice", "info", "Server log level.", choices=LOG_LEVELS),
+    Option("access_log", "bool", True, "Log one line per request."),
+    Option("timeout_keep_alive", "float", 5.0,
+           "Close a keep-alive connection idle for this many seconds.", minimum=0.0),
+    Option("timeout_request_header", "float", 10.0,
+           "A client must send a whole request head within this many seconds (slowloris).",
+           minimum=0.0),
+    Option("timeout_graceful_shutdown", "float", 30.0,
+           "On shutdown, wait this long for in-flight requests before closing them.",
+           minimum=0.0),
+    Option("limit_concurrency", "int", None,
+           "Answer 503 once this many requests are in flight.", minimum=1),
+    Option("backlog", "int", 2048, "Maximum number of pending connections.", minimum=1),
+    Option("limit_request_line", "int", 8190,
+           "Longest request line (method, target, version) in bytes; longer gets 414.",
+           minimum=64),
+    Option("limit_request_fields", "int", 100,
+           "Most header fields in a request; more gets 431.", minimum=1),
+    Option("limit_request_field_size", "int", 8190,
+           "Longest header field (name + value) in bytes; longer gets 431.", minimum=64),
+    Option("limit_request_body", "int", 100 * 1024 * 1024,
+           "Largest request body in bytes; larger gets 413 (0: no limit).", minimum=0),
+    Option("lifespan", "choice", "auto", "ASGI lifespan protocol.", choices=("auto", "on", "off")),
+    Option("loop", "choice", "auto", "Event loop.", choices=("auto", "asyncio", "uvloop")),
+    Option("header", "list", (), "Add a default response header NAME:VALUE (repeatable).",
+           metavar="NAME:VALUE"),
+    Option("server_header", "bool", True, "Send 'server: bivio'."),
+    Option("date_header", "bool", True, "Send the Date header."),
+)
+
+OPTIONS_BY_NAME: dict[str, Option] = {o.name: o for o in OPTIONS}
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def convert(option: Option, value: Any) -> Any:
+    """Turn a CLI string, environment string or Python value into the option's type."""
+    if value is None:
+        return None
+    label = option.flag
+    if option.kind == "bool":
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in _TRUE:
+            return True
+        if text in _FALSE:
+            return False
+        raise ConfigError(f"{label}: expected true or false, got {value!r}")
+    if option.kind == "list":
+        if isinstance(value, str):
+            return tuple(v for v in (s.strip() for s in value.split(";")) if v)
+        return tuple(str(v) for v in value)
+    if option.kind == "choice":
+        text = str(value).lower()
+        if text not in option.choices:
+            raise ConfigError(f"{label}: expected one of {', '.join(option.choices)}, got {value!r}")
+        return text
+    if option.kind in ("int", "float"):
+        cast: Callable[[Any], Any] = int if option.kind == "int" else float
+        if isinstance(value, bool):
+            raise ConfigError(f"{label}: expected a number, got {value!r}")
+        try:
+            number = cast(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{label}: expected {'an integer' if cast is int else 'a number'}, "
+                              f"got {value!r}") from None
+        if option.minimum is not None and number < option.minimum:
+            raise ConfigError(f"{label}: must be at least {option.minimum:g}, got {value!r}")
+        return number
+    return str(value)
+
+
+def parse_header(text: str) -> tuple[bytes, bytes]:
+    name, sep, value = text.partition(":")
+    name = name.strip()
+    if not sep or not name or any(c in name for c in " \t\r\n()<>@,;:\\\"/[]?={}"):
+        raise ConfigError(f"--header: expected NAME:VALUE, got {text!r}")
+    if any(c in value for c in "\r\n\0"):
+        raise ConfigError(f"--header: control characters in value of {name!r}")
+    return name.lower().encode("latin-1"), value.strip().encode("latin-1")
+
+
+def parse_networks(text: str) -> tuple[Any, ...]:
+    """Parse ``--forwarded-allow-ips``; ``*`` trusts every peer (returned as ``("*",)``)."""
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    if "*" in items:
+        return ("*",)
+    networks = []
+    for item in items:
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            if item.startswith("unix:"):
+                networks.append(item)  # a UNIX socket peer, matched literally
+                continue
+            raise ConfigError(f"--forwarded-allow-ips: {item!r} is not an IP address or network")
+    return tuple(networks)
+
+
+@dataclass(frozen=True)
+class Config:
+    """Validated, immutable server settings. Build with :meth:`from_options`."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    uds: str | None = None
+    fd: int | None = None
+    app_dir: str = "."
+    factory: bool = False
+    root_path: str = ""
+    proxy_headers: bool = True
+    forwarded_allow_ips: str | None = None
+    log_level: str = "info"
+    access_log: bool = True
+    timeout_keep_alive: float = 5.0
+    timeout_request_header: float = 10.0
+    timeout_graceful_shutdown: float = 30.0
+    limit_concurrency: int | None = None
+    backlog: int = 2048
+    limit_request_line: int = 8190
+    limit_request_fields: int = 100
+    limit_request_field_size: int = 8190
+    limit_request_body: int = 100 * 1024 * 1024
+    lifespan: str = "auto"
+    loop: str = "auto"
+    header: tuple[str, ...] = ()
+    server_header: bool = True
+    date_header: bool = True
+    # Derived once here so the hot path never re-parses them.
+    extra_headers: tuple[tuple[bytes, bytes], ...] = field(default=(), repr=False)
+    trusted_proxies: tuple[Any, ...] = field(default=(), repr=False)
+
+    @classmethod
+    def from_options(
+        cls, options: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None
+    ) -> Config:
+        """Merge defaults < ``BIVIO_*`` environment < explicit options, and validate.
+
+        ``options`` holds only what the user set explicitly (``None`` values are
+        ignored); unknown names raise :class:`ConfigError`.
+        """
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for option in OPTIONS:
+            if option.env in env:
+                values[option.name] = convert(option, env[option.env])
+        for name, value in (options or {}).items():
+            option = OPTIONS_BY_NAME.get(name)
+            if option is None:
+                raise ConfigError(f"unknown option {name!r}")
+            if value is not None:
+                values[name] = convert(option, value)
+        allow = values.get("forwarded_allow_ips")
+        if allow is None:
+            allow = env.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+            values["forwarded_allow_ips"] = allow
+        values["trusted_proxies"] = parse_networks(allow)
+        values["extra_headers"] = tuple(parse_header(h) for h in values.get("header", ()))
+        if "root_path" in values:
+            root = values["root_path"].rstrip("/")
+            if root and not root.startswith("/"):
+                raise ConfigError(f"--root-path: must start with '/', got {values['root_path']!r}")
+            values["root_path"] = root
+        if values.get("uds") is not None and values.get("fd") is not None:
+            raise ConfigError("--uds and --fd: choose one")
+        return cls(**values)
+
+    def is_trusted_proxy(self, host: str | None) -> bool:
+        if not self.proxy_headers or host is None:
+            return False
+        if self.trusted_proxies == ("*",):
+            return True
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            return host in self.trusted_proxies
+        return any(
+            not isinstance(net, str) and address in net for net in self.trusted_proxies
+        )
+
+
+CONFIG_FIELDS = frozenset(f.name for f in fields(Config))

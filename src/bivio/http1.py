@@ -1,0 +1,763 @@
+"""HTTP/1.1 connections over httptools (llhttp).
+
+This module knows bytes, framing, limits and timeouts; it knows nothing about
+ASGI or WSGI. Each request becomes an :class:`H1Stream` (the stream contract
+of :mod:`bivio.stream`) handed to the context's handler.
+
+Pipelining: httptools parses every request in a read, so a request that
+arrives while another is being answered waits in ``_pending`` with its body
+buffered, and reading pauses until the queue drains. Responses therefore go
+out in request order, and buffering stays bounded by one read.
+
+Errors found by the parser after valid pipelined requests are deferred: the
+earlier requests are answered first, then the 4xx, then the connection closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import time
+from collections import deque
+from http import HTTPStatus
+from typing import Any
+
+import httptools
+
+from . import logs
+from .context import ServerContext
+from .proxy import apply_proxy_headers
+from .stream import ClientDisconnected, Headers
+
+STATUS_LINES: dict[int, bytes] = {
+    s.value: f"HTTP/1.1 {s.value} {s.phrase}\r\n".encode() for s in HTTPStatus
+}
+# Header name: an RFC 9110 token. Value: no CR, LF, NUL or other controls but tab.
+_BAD_NAME = re.compile(rb"[^!#$%&'*+\-.^_`|~0-9A-Za-z]")
+_BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+
+HIGH_WATER = 64 * 1024  # request body buffered before reading pauses
+NO_BODY_STATUS = frozenset({204, 304})
+
+
+def status_line(status: int) -> bytes:
+    line = STATUS_LINES.get(status)
+    if line is None:
+        line = b"HTTP/1.1 %d \r\n" % status
+    return line
+
+
+def check_headers(headers: Any) -> None:
+    """Refuse header names/values that would split or corrupt the response."""
+    for name, value in headers:
+        if _BAD_NAME.search(name) or not name:
+            raise ValueError(f"invalid response header name {name!r}")
+        if _BAD_VALUE.search(value):
+            raise ValueError(f"invalid response header value for {name!r}")
+
+
+class _Reject(Exception):
+    """Raised inside a parser callback to stop parsing with an HTTP error."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+class H1Stream:
+    """One request/response on an HTTP/1.1 connection (see :mod:`bivio.stream`)."""
+
+    __slots__ = (
+        "conn", "method", "http_version", "scheme", "raw_path", "query_string", "target",
+        "headers", "client", "server", "keep_alive", "expect_continue", "head_only",
+        "response_started", "response_complete", "disconnected", "body_complete",
+        "_body", "_waiters", "_status", "_resp_headers", "_head_written", "_mode",
+        "_length", "_trailers", "sent", "_started_at",
+    )
+
+    def __init__(self, conn: H1Connection, method: str, version: str, target: bytes,
+                 headers: Headers, keep_alive: bool, expect_continue: bool) -> None:
+        self.conn = conn
+        self.method = method
+        self.http_version = version
+        self.scheme = conn.scheme
+        self.target = target
+        self.headers = headers
+        self.client = conn.client
+        self.server = conn.server
+        self.keep_alive = keep_alive
+        self.expect_continue = expect_continue
+        self.head_only = method == "HEAD"
+        self.response_started = False
+        self.response_complete = False
+        self.disconnected = False
+        self.body_complete = False
+        self._body = bytearray()
+        self._waiters: list[asyncio.Future[None]] = []
+        self._status = 0
+        self._resp_headers: Headers = []
+        self._head_written = False
+        self._mode = 0  # 0 length, 1 chunked, 2 until close, 3 no body
+        self._length: int | None = None
+        self._trailers = False
+        self.sent = 0
+        self._started_at = time.monotonic()
+        path, _, query = target.partition(b"?")
+        self.raw_path = path
+        self.query_string = query
+
+    # -- waking ------------------------------------------------------------------
+
+    def _wake(self) -> None:
+        waiters = self._waiters
+        if waiters:
+            self._waiters = []
+            for fut in waiters:
+                if not fut.done():
+                    fut.set_result(None)
+
+    async def _wait(self) -> None:
+        fut = self.conn.loop.create_future()
+        self._waiters.append(fut)
+        try:
+            await fut
+        finally:
+            if fut in self._waiters:
+                self._waiters.remove(fut)
+
+    # -- request body ---------------------------------------------------------------
+
+    def _feed(self, data: bytes) -> None:
+        self._body += data
+        self._wake()
+
+    async def receive_body(self) -> tuple[bytes, bool]:
+        while True:
+            if self._body:
+                chunk = bytes(self._body)
+                self._body.clear()
+                self.conn._body_consumed(self)
+                return chunk, not self.body_complete
+            if self.body_complete:
+                return b"", False
+            if self.disconnected:
+                raise ClientDisconnected("client disconnected while sending the body")
+            if self.expect_continue:
+                self.expect_continue = False
+                if not self.response_started:
+                    self.conn.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            self.conn._body_consumed(self)
+            await self._wait()
+
+    async def wait_closed(self) -> None:
+        while not (self.disconnected or self.response_complete):
+            await self._wait()
+
+    # -- response -------------------------------------------------------------------
+
+    async def send_informational(self, status: int, headers: Headers) -> None:
+        if self.response_started:
+            raise RuntimeError("informational response after the response started")
+        if self.disconnected:
+            raise ClientDisconnected()
+        if self.http_version == "1.0":
+            return  # HTTP/1.0 clients do not understand 1xx
+        check_headers(headers)
+        self.conn.transport.write(
+            status_line(status) + b"".join(n + b": " + v + b"\r\n" for n, v in headers) + b"\r\n"
+        )
+
+    async def start_response(self, status: int, headers: Headers, trailers: bool = False) -> None:
+        if self.response_started:
+            raise RuntimeError("response already started")
+        if self.disconnected:
+            raise ClientDisconnected()
+        if not 200 <= status <= 999:
+            raise ValueError(f"invalid response status {status!r}")
+        check_headers(headers)
+        self.response_started = True
+        self.expect_continue = False
+        self._status = status
+        self._resp_headers = headers
+        self._trailers = trailers
+
+    def _head(self, known_length: int | None) -> bytes:
+        """Encode the status line and headers and pick the body framing."""
+        conn = self.conn
+        parts = [status_line(self._status)]
+        append = parts.append
+        defaults = conn.ctx.default_headers
+        for name, value in self._resp_headers:
+            lname = name.lower()
+            if lname == b"content-length":
+                try:
+                    self._length = int(value)
+                except ValueError:
+                    raise ValueError(f"invalid content-length {value!r}") from None
+            elif lname == b"connection":
+                if b"close" in value.lower():
+                    self.keep_alive = False
+                continue
+            elif lname in (b"transfer-encoding", b"keep-alive"):
+                continue  # framing is ours
+            elif lname == b"server" or lname == b"date":
+                defaults = _without(defaults, lname)
+            append(name + b": " + value + b"\r\n")
+        status = self._status
+        if self.head_only or status in NO_BODY_STATUS or status < 200:
+            self._mode = 3
+        elif self._length is not None:
+            self._mode = 0
+        elif self._trailers and self.http_version == "1.1":
+            self._mode = 1
+        elif known_length is not None:
+            self._length = known_length
+            self._mode = 0
+            append(b"content-length: %d\r\n" % known_length)
+        elif self.http_version == "1.1":
+            self._mode = 1
+        else:
+            self._mode = 2
+            self.keep_alive = False
+        if self._mode == 1:
+            append(b"transfer-encoding: chunked\r\n")
+        if conn.ctx.shutting_down or conn.closing_after_current(self):
+            self.keep_alive = False
+        if not self.keep_alive:
+            append(b"connection: close\r\n")
+        elif self.http_version == "1.0":
+            append(b"connection: keep-alive\r\n")
+        append(defaults)
+        append(b"\r\n")
+        self._head_written = True
+        return b"".join(parts)
+
+    async def send_body(self, data: bytes, more: bool) -> None:
+        if self.response_complete:
+            return
+        if self.disconnected:
+            raise ClientDisconnected()
+        if not self.response_started:
+            raise RuntimeError("body sent before the response started")
+        conn = self.conn
+        out = b"" if self._head_written else self._head(None if more else len(data))
+        mode = self._mode
+        if data:
+            if mode == 0:
+                self.sent += len(data)
+                if self.sent > self._length:  # type: ignore[operator]
+                    self.abort()
+                    raise RuntimeError("response body longer than its Content-Length")
+                out += data
+            elif mode == 1:
+                self.sent += len(data)
+                out += b"%x\r\n" % len(data) + data + b"\r\n"
+            elif mode == 2:
+                self.sent += len(data)
+                out += data
+        if not more and not self._trailers:
+            if mode == 1:
+                out += b"0\r\n\r\n"
+            conn.transport.write(out)
+            self._finish()
+            return
+        if out:
+            conn.transport.write(out)
+        if conn.write_paused:
+            await conn.drain()
+
+    async def send_trailers(self, headers: Headers) -> None:
+        if self.response_complete:
+            return
+        if self.disconnected:
+            raise ClientDisconnected()
+        if not self._trailers:
+            raise RuntimeError("trailers sent but not announced in start_response")
+        check_headers(headers)
+        out = b"" if self._head_written else self._head(None)
+        if self._mode == 1:
+            out += b"0\r\n" + b"".join(n + b": " + v + b"\r\n" for n, v in headers) + b"\r\n"
+        if out:
+            self.conn.transport.write(out)
+        self._finish()
+
+    async def send_file(self, fd: int, offset: int, count: int) -> None:
+        """Send ``count`` bytes of ``fd`` from ``offset`` as the whole body, zero-copy."""
+        if self.disconnected:
+            raise ClientDisconnected()
+        conn = self.conn
+        trailers, self._trailers = self._trailers, False
+        head = self._head(count)
+        if self._mode == 0 and self._length != count:
+            self.abort()
+            raise RuntimeError("content-length does not match the file size")
+        conn.transport.write(head)
+        if self._mode != 3:
+            await conn.sendfile(fd, offset, count)
+            self.sent = count
+        if trailers and self._mode == 1:
+            conn.transport.write(b"0\r\n\r\n")
+        self._finish()
+
+    def _finish(self) -> None:
+        if self._mode == 0 and self.sent < (self._length or 0):
+            self.keep_alive = False  # the client would wait for the missing bytes
+        self.response_complete = True
+        self._wake()
+        self.conn._response_done(self)
+
+    def abort(self) -> None:
+        if not self.disconnected:
+            self.conn.transport.close()
+
+
+def _without(defaults: bytes, name: bytes) -> bytes:
+    """Drop one default header (the app set its own)."""
+    start = defaults.find(name + b": ")
+    if start < 0:
+        return defaults
+    end = defaults.index(b"\r\n", start) + 2
+    return defaults[:start] + defaults[end:]
+
+
+class H1Connection(asyncio.Protocol):
+    """One HTTP/1.1 connection: parse, enforce limits, frame responses."""
+
+    def __init__(self, ctx: ServerContext, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self.ctx = ctx
+        self.config = ctx.config
+        self.loop = loop or asyncio.get_running_loop()
+        self.parser = httptools.HttpRequestParser(self)
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]
+        self.client: tuple[str, int] | None = None
+        self.server: tuple[str, int] | None = None
+        self.scheme = "http"
+        self.trusted_proxy = False
+        self.write_paused = False
+        self._drain_waiters: list[asyncio.Future[None]] = []
+        self._reading_paused = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._current: H1Stream | None = None
+        self._pending: deque[H1Stream] = deque()
+        self._parsing: H1Stream | None = None
+        self._url = b""
+        self._headers: Headers = []
+        self._head_bytes = 0
+        self._in_head = False
+        self._closed = False
+        self._deferred_error: tuple[int, str] | None = None
+        self._upgrade_seen = False
+        cfg = self.config
+        self._head_limit = (cfg.limit_request_line + 2
+                            + cfg.limit_request_fields * (cfg.limit_request_field_size + 4) + 2)
+
+    # -- transport events -----------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.client = _address(transport.get_extra_info("peername"))
+        self.server = _address(transport.get_extra_info("sockname"))
+        self.trusted_proxy = self.config.is_trusted_proxy(
+            self.client[0] if self.client else "unix:"
+        )
+        self.ctx.connections.add(self)
+        self._set_timer(self.config.timeout_keep_alive, self._on_idle_timeout)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closed = True
+        self.ctx.connections.discard(self)
+        self._cancel_timer()
+        for stream in (self._current, self._parsing, *self._pending):
+            if stream is not None and not stream.disconnected:
+                stream.disconnected = True
+                stream._wake()
+        self._pending.clear()
+        self.write_paused = False
+        for fut in self._drain_waiters:
+            if not fut.done():
+                fut.set_result(None)
+        self._drain_waiters.clear()
+
+    def eof_received(self) -> bool | None:
+        # A half-closed client still gets its answers; the transport closes after.
+        return True if self._current is not None or self._pending else None
+
+    def data_received(self, data: bytes) -> None:
+        if self._in_head or self._parsing is None:
+            self._head_bytes += len(data)
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._on_upgrade()
+        except httptools.HttpParserError as exc:
+            reject = exc.__context__ if isinstance(exc.__context__, _Reject) else None
+            if reject is not None:
+                self._fail(reject.status, reject.reason)
+            else:
+                self._fail(400, _parser_reason(exc))
+            return
+        if self._in_head and self._head_bytes > self._head_limit:
+            self._fail(431, "Request header fields too large")
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        waiters, self._drain_waiters = self._drain_waiters, []
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(None)
+
+    async def drain(self) -> None:
+        if self._closed:
+            raise ClientDisconnected()
+        if self.write_paused:
+            fut = self.loop.create_future()
+            self._drain_waiters.append(fut)
+            await fut
+            if self._closed:
+                raise ClientDisconnected()
+
+    # -- httptools callbacks ------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._url = b""
+        self._headers = []
+        self._in_head = True
+        self._set_timer(self.config.timeout_request_header, self._on_header_timeout)
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        if len(self._url) > self.config.limit_request_line:
+            raise _Reject(414, "Request-URI too long")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        headers = self._headers
+        if len(headers) >= self.config.limit_request_fields:
+            raise _Reject(431, "Too many header fields")
+        if len(name) + len(value) > self.config.limit_request_field_size:
+            raise _Reject(431, "Request header field too large")
+        headers.append((name.lower(), value))
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        self._head_bytes = 0
+        self._cancel_timer()
+        parser = self.parser
+        version = parser.get_http_version()
+        method = parser.get_method().decode("ascii")
+        headers = self._headers
+        host_count = 0
+        expect_continue = False
+        transfer_codings = None
+        content_length = None
+        for name, value in headers:
+            if name == b"host":
+                host_count += 1
+            elif name == b"expect":
+                if value.lower() == b"100-continue":
+                    expect_continue = True
+            elif name == b"transfer-encoding":
+                transfer_codings = (transfer_codings or b"") + b"," + value.lower()
+            elif name == b"content-length":
+                content_length = int(value)
+        if version == "1.1" and host_count != 1:
+            raise _Reject(400, "Missing Host header" if not host_count else "Multiple Host headers")
+        if transfer_codings is not None:
+            codings = [c.strip() for c in transfer_codings.split(b",") if c.strip()]
+            if any(c != b"chunked" for c in codings):
+                raise _Reject(501, "Unsupported Transfer-Encoding")
+        limit = self.config.limit_request_body
+        if limit and content_length is not None and content_length > limit:
+            raise _Reject(413, "Request body too large")
+        target = self._url
+        stream = H1Stream(self, method, version, target, headers,
+                          parser.should_keep_alive(), expect_continue and version == "1.1")
+        if target[:1] != b"/" and target != b"*":
+            _absolute_form(stream, target)
+        if self.trusted_proxy:
+            apply_proxy_headers(stream)
+        self._parsing = stream
+        if self._current is None:
+            self._start(stream)
+        else:
+            self._pending.append(stream)
+            self._pause_reading()
+
+    def on_body(self, body: bytes) -> None:
+        stream = self._parsing
+        if stream is None:
+            return
+        limit = self.config.limit_request_body
+        stream_total = len(stream._body) + len(body)
+        if limit and stream_total > limit:
+            raise _Reject(413, "Request body too large")
+        if stream.response_complete or stream.disconnected:
+            return  # the app answered without reading; the connection will close
+        stream._feed(body)
+        if len(stream._body) > HIGH_WATER:
+            self._pause_reading()
+
+    def on_message_complete(self) -> None:
+        stream = self._parsing
+        self._parsing = None
+        if stream is None:
+            return
+        stream.body_complete = True
+        stream._wake()
+        if stream.response_complete and stream is self._current:
+            self._next_request(stream)
+
+    # -- request lifecycle ---------------------------------------------------------------
+
+    def _start(self, stream: H1Stream) -> None:
+        self._current = stream
+        if self.ctx.over_capacity():
+            self._reply_error(stream, 503, "Service Unavailable")
+            return
+        self.ctx.start_handler(stream)
+
+    def closing_after_current(self, stream: H1Stream) -> bool:
+        return self._deferred_error is not None and not self._pending
+
+    def _response_done(self, stream: H1Stream) -> None:
+        if stream is not self._current:
+            return
+        if logs.access_enabled():
+            logs.log_access(stream.client, stream.method, stream.target.decode("latin-1"),
+                            stream.http_version, stream._status, stream.sent,
+                            time.monotonic() - stream._started_at)
+        self._next_request(stream)
+
+    def _next_request(self, stream: H1Stream) -> None:
+        """The current response is complete: close, or move on to the next request."""
+        if not stream.body_complete:
+            if stream is self._parsing and stream.keep_alive and not stream.expect_continue:
+                # The app answered without reading the whole body: discard the rest,
+                # then on_message_complete brings us back here.
+                stream._body.clear()
+                self._resume_reading()
+                return
+            self._close()
+            return
+        self._current = None
+        if not stream.keep_alive or self._closed:
+            self._close()
+            return
+        if self._pending:
+            self._start(self._pending.popleft())
+            if not self._pending:
+                self._resume_reading()
+            return
+        if self._deferred_error is not None:
+            status, reason = self._deferred_error
+            self._write_error(status, reason)
+            return
+        if self._upgrade_seen:
+            self._close()
+            return
+        self._resume_reading()
+        if self._parsing is None and not self._in_head:
+            self._set_timer(self.config.timeout_keep_alive, self._on_idle_timeout)
+
+    def _body_consumed(self, stream: H1Stream) -> None:
+        if self._reading_paused and not self._pending and len(stream._body) <= HIGH_WATER:
+            self._resume_reading()
+
+    def _on_upgrade(self) -> None:
+        """An Upgrade request: no protocol to switch to yet, so answer it over HTTP."""
+        if self.parser.get_method() == b"PRI":
+            self._fail(400, "HTTP/2 prior knowledge is not supported")
+            return
+        self._upgrade_seen = True  # the parser cannot continue: close after the answer
+        self._pause_reading()
+
+    # -- errors and timeouts ----------------------------------------------------------------
+
+    def _fail(self, status: int, reason: str) -> None:
+        """The connection can no longer be trusted: answer what is valid, then the error."""
+        self._pause_reading()
+        self._cancel_timer()
+        broken = self._parsing
+        self._parsing = None
+        self._in_head = False
+        if broken is not None:
+            if broken in self._pending:
+                self._pending.remove(broken)
+            elif broken is self._current:
+                broken.disconnected = True
+                broken._wake()
+                if not broken.response_started:
+                    self._write_error(status, reason, broken)
+                else:
+                    self._close()
+                return
+        if self._current is None and not self._pending:
+            self._write_error(status, reason)
+        else:
+            self._deferred_error = (status, reason)
+
+    def _reply_error(self, stream: H1Stream, status: int, reason: str) -> None:
+        """Answer a request without the app (503), then carry on like any response."""
+        body = reason.encode()
+        stream.response_started = True
+        stream._status = status
+        stream._resp_headers = [(b"content-type", b"text/plain; charset=utf-8")]
+        self.transport.write(stream._head(len(body)) + body)
+        stream.sent = len(body)
+        stream._finish()
+
+    def _write_error(self, status: int, reason: str, stream: H1Stream | None = None) -> None:
+        if self._closed:
+            return
+        body = reason.encode()
+        self.transport.write(
+            status_line(status)
+            + b"content-type: text/plain; charset=utf-8\r\ncontent-length: %d\r\n" % len(body)
+            + b"connection: close\r\n" + self.ctx.default_headers + b"\r\n" + body
+        )
+        if logs.access_enabled():
+            method = stream.method if stream else "-"
+            target = stream.target.decode("latin-1") if stream else "-"
+            logs.log_access(self.client, method, target, stream.http_version if stream else "1.1",
+                            status, len(body), 0.0)
+        self._close()
+
+    def _on_idle_timeout(self) -> None:
+        self._timer = None
+        if self._current is None and self._parsing is None and not self._in_head:
+            self._close()
+
+    def _on_header_timeout(self) -> None:
+        self._timer = None
+        if self._in_head:
+            self._fail(408, "Request header timeout")
+
+    def _set_timer(self, delay: float, callback: Any) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self.loop.call_later(delay, callback) if delay > 0 else None
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _pause_reading(self) -> None:
+        if not self._reading_paused and not self._closed:
+            self._reading_paused = True
+            self.transport.pause_reading()
+
+    def _resume_reading(self) -> None:
+        if self._reading_paused and not self._closed and self._deferred_error is None:
+            self._reading_paused = False
+            self.transport.resume_reading()
+
+    def _close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._cancel_timer()
+            self.transport.close()
+
+    # -- shutdown -------------------------------------------------------------------------
+
+    def is_idle(self) -> bool:
+        return self._current is None and not self._in_head and self._parsing is None
+
+    def shutdown(self) -> None:
+        """Graceful shutdown: close now if idle, else after the current response."""
+        if self.is_idle():
+            self._close()
+
+    # -- zero-copy file sending ---------------------------------------------------------------
+
+    async def sendfile(self, fd: int, offset: int, count: int) -> None:
+        transport = self.transport
+        if transport.get_write_buffer_size():
+            transport.set_write_buffer_limits(high=0, low=0)
+            try:
+                await self.drain()
+            finally:
+                transport.set_write_buffer_limits()
+        sock = transport.get_extra_info("socket")
+        if sock is None or not hasattr(os, "sendfile"):
+            await self._copy_file(fd, offset, count)
+            return
+        out = sock.fileno()
+        watch = -1
+        try:
+            while count > 0:
+                if self._closed:
+                    raise ClientDisconnected()
+                try:
+                    sent = os.sendfile(out, fd, offset, count)
+                except BlockingIOError:
+                    if watch < 0:
+                        # A duplicate descriptor: the loop refuses to watch the
+                        # transport's own fd, and the duplicate shares its socket.
+                        watch = os.dup(out)
+                    await self._writable(watch)
+                    continue
+                except (BrokenPipeError, ConnectionResetError):
+                    raise ClientDisconnected() from None
+                except OSError:
+                    if offset == 0:
+                        await self._copy_file(fd, offset, count)
+                        return
+                    raise
+                if sent == 0:
+                    self._close()  # the file shrank under us; the length is now wrong
+                    raise RuntimeError("file ended before its announced length")
+                offset += sent
+                count -= sent
+        finally:
+            if watch >= 0:
+                os.close(watch)
+
+    async def _writable(self, fd: int) -> None:
+        fut = self.loop.create_future()
+        self.loop.add_writer(fd, _set_done, fut)
+        try:
+            await fut
+        finally:
+            self.loop.remove_writer(fd)
+
+    async def _copy_file(self, fd: int, offset: int, count: int) -> None:
+        while count > 0:
+            chunk = os.pread(fd, min(count, 256 * 1024), offset)
+            if not chunk:
+                self._close()
+                raise RuntimeError("file ended before its announced length")
+            self.transport.write(chunk)
+            offset += len(chunk)
+            count -= len(chunk)
+            await self.drain()
+
+
+def _set_done(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+def _address(info: Any) -> tuple[str, int] | None:
+    if isinstance(info, tuple) and len(info) >= 2:
+        return (str(info[0]), int(info[1]))
+    return None
+
+
+def _absolute_form(stream: H1Stream, target: bytes) -> None:
+    """``GET http://host/path?q HTTP/1.1``: keep the path and query (RFC 9112 3.2.2)."""
+    try:
+        url = httptools.parse_url(target)
+    except httptools.HttpParserInvalidURLError:
+        raise _Reject(400, "Invalid request target") from None
+    stream.raw_path = url.path or b"/"
+    stream.query_string = url.query or b""
+
+
+def _parser_reason(exc: Exception) -> str:
+    text = str(exc).strip()
+    return f"Bad Request: {text}" if text else "Bad Request"

@@ -1,0 +1,122 @@
+"""Import ``MODULE:ATTR`` and decide what kind of application it is.
+
+Errors are :class:`LoadError` with one line for the user: the CLI prints it and
+exits 1 instead of showing a traceback of bivio's own frames.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import inspect
+import sys
+import traceback
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+ASGIApp = Callable[[dict, Callable[[], Awaitable[dict]], Callable[[dict], Awaitable[None]]],
+                   Awaitable[None]]
+
+
+class LoadError(Exception):
+    """The app could not be loaded; ``str(error)`` is the one-line reason."""
+
+
+def import_from_string(target: str, app_dir: str | None = ".") -> Any:
+    module_name, sep, attrs = target.partition(":")
+    if not sep or not module_name or not attrs:
+        raise LoadError(f'app must be given as "MODULE:ATTRIBUTE", got {target!r}')
+    if app_dir is not None:
+        sys.path.insert(0, app_dir)
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and module_name.startswith(exc.name) and (
+            module_name == exc.name or module_name.startswith(exc.name + ".")
+        ):
+            raise LoadError(f"could not import module {module_name!r}: no such module") from None
+        raise LoadError(f"error while importing {module_name!r}: {_last_line(exc)}") from exc
+    except BaseException as exc:  # the module itself raised: show where
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        raise LoadError(f"error while importing {module_name!r}: {_last_line(exc)}") from exc
+    obj: Any = module
+    for attr in attrs.split("."):
+        try:
+            obj = getattr(obj, attr)
+        except AttributeError:
+            raise LoadError(f"module {module_name!r} has no attribute {attrs!r}") from None
+    return obj
+
+
+def _last_line(exc: BaseException) -> str:
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" ({frames[-1].filename}:{frames[-1].lineno})" if frames else ""
+    return f"{type(exc).__name__}: {exc}{where}"
+
+
+def _is_coroutine_callable(obj: Any) -> bool:
+    if inspect.isclass(obj):
+        return False
+    if inspect.iscoroutinefunction(obj):
+        return True
+    call = getattr(obj, "__call__", None)  # noqa: B004 - we need the bound method itself
+    return inspect.iscoroutinefunction(call)
+
+
+def detect_interface(app: Any) -> str:
+    """Return ``"asgi3"`` or ``"asgi2"``, or raise :class:`LoadError`.
+
+    ASGI 3 is a coroutine callable taking (scope, receive, send). ASGI 2 is a
+    callable taking only ``scope`` (usually a class) whose result is awaited with
+    (receive, send). Objects with ``__call__`` of unknown shape count as ASGI 3,
+    as uvicorn does: middlewares often hide the signature.
+    """
+    if not callable(app):
+        raise LoadError(f"{type(app).__name__} object is not an ASGI application (not callable)")
+    if _is_coroutine_callable(app):
+        return "asgi3"
+    try:
+        params = [
+            p for p in inspect.signature(app).parameters.values()
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+        ]
+    except (TypeError, ValueError):
+        return "asgi3"
+    if inspect.isclass(app) or len(params) == 1:
+        return "asgi2"
+    if len(params) == 3 or any(p.kind == p.VAR_POSITIONAL
+                               for p in inspect.signature(app).parameters.values()):
+        return "asgi3"
+    raise LoadError(
+        f"{getattr(app, '__qualname__', type(app).__name__)} is not an ASGI application: "
+        f"it takes {len(params)} positional arguments (ASGI 3 takes scope, receive, send)"
+    )
+
+
+class ASGI2Adapter:
+    """Run a legacy double-callable app as an ASGI 3 one."""
+
+    def __init__(self, app: Callable[[dict], Any]) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        instance = self.app(scope)
+        await instance(receive, send)
+
+
+def load_app(target: Any, *, factory: bool = False, app_dir: str | None = ".") -> ASGIApp:
+    """Load ``target`` (a ``MODULE:ATTR`` string or an app object) as an ASGI 3 app."""
+    app = import_from_string(target, app_dir) if isinstance(target, str) else target
+    if factory:
+        if not callable(app):
+            raise LoadError("--factory: the target is not callable")
+        try:
+            app = app()
+        except Exception as exc:
+            raise LoadError(f"the app factory raised {_last_line(exc)}") from exc
+        if asyncio.iscoroutine(app):
+            app.close()
+            raise LoadError("--factory: the factory is a coroutine function; it must be sync")
+    interface = detect_interface(app)
+    return ASGI2Adapter(app) if interface == "asgi2" else app

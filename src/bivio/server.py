@@ -1,0 +1,169 @@
+"""One worker: the event loop, its listeners, lifespan and graceful shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import stat
+import sys
+from typing import Any
+
+from .asgi import ASGIHandler
+from .config import Config
+from .context import ServerContext
+from .http1 import H1Connection
+from .lifespan import Lifespan, LifespanFailure
+from .logs import logger
+
+EXIT_STARTUP_FAILED = 3
+
+
+class StartupError(Exception):
+    """The server could not start (bind failed, lifespan failed); one line for the user."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def setup_loop(kind: str) -> None:
+    """Install uvloop's policy when asked or available (``--loop``)."""
+    if kind == "asyncio":
+        return
+    try:
+        import uvloop
+    except ImportError:
+        if kind == "uvloop":
+            raise StartupError("--loop uvloop: uvloop is not installed") from None
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+def bind_socket(config: Config) -> socket.socket:
+    """Create the listening socket for ``--host/--port``, ``--uds`` or ``--fd``."""
+    try:
+        if config.fd is not None:
+            sock = socket.socket(fileno=config.fd)
+        elif config.uds is not None:
+            path = config.uds
+            if os.path.exists(path) and stat.S_ISSOCK(os.stat(path).st_mode):
+                os.unlink(path)
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.bind(path)
+            os.chmod(path, 0o666)
+        else:
+            family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((config.host, config.port))
+        if config.fd is None:
+            sock.listen(config.backlog)
+    except OSError as exc:
+        where = config.uds or (f"fd {config.fd}" if config.fd is not None
+                               else f"{config.host}:{config.port}")
+        raise StartupError(f"could not bind {where}: {exc.strerror or exc}") from None
+    sock.setblocking(False)
+    return sock
+
+
+class Server:
+    """Serve ``app`` (ASGI 3) with ``config`` until told to stop."""
+
+    def __init__(self, app: Any, config: Config) -> None:
+        self.app = app
+        self.config = config
+        self.lifespan = Lifespan(app, config.lifespan)
+        self.handler = ASGIHandler(app, config.root_path, self.lifespan.state)
+        self.ctx = ServerContext(config, self.handler)
+        self.should_exit = asyncio.Event() if sys.version_info >= (3, 10) else None
+        self.servers: list[asyncio.base_events.Server] = []
+        self.sockets: list[socket.socket] = []
+        self.started = False
+        self._force_exit = False
+
+    async def serve(self, sock: socket.socket | None = None) -> None:
+        """Start, serve until :meth:`stop` (or SIGINT/SIGTERM), then shut down gracefully."""
+        loop = asyncio.get_running_loop()
+        self.should_exit = asyncio.Event()
+        try:
+            await self.lifespan.startup()
+        except LifespanFailure as exc:
+            raise StartupError(f"application startup failed: {exc}", EXIT_STARTUP_FAILED) from None
+        sock = sock or bind_socket(self.config)
+        self.sockets = [sock]
+        self.ctx.start_date_timer(loop)
+        server = await loop.create_server(
+            lambda: H1Connection(self.ctx, loop), sock=sock, backlog=self.config.backlog
+        )
+        self.servers = [server]
+        self.started = True
+        self._log_started(sock)
+        self._install_signals(loop)
+        try:
+            await self.should_exit.wait()
+        finally:
+            await self.shutdown()
+
+    def stop(self) -> None:
+        if self.should_exit is not None:
+            self.should_exit.set()
+
+    def _install_signals(self, loop: asyncio.AbstractEventLoop) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(sig, self._on_signal, sig)
+            except (NotImplementedError, RuntimeError, ValueError):
+                pass  # not the main thread: the embedding program stops us
+
+    def _on_signal(self, sig: int) -> None:
+        if self.should_exit is not None and self.should_exit.is_set():
+            logger.warning("Second %s: closing connections now", signal.Signals(sig).name)
+            self._force_exit = True
+            for conn in list(self.ctx.connections):
+                conn._close()
+            for task in list(self.ctx.tasks):
+                task.cancel()
+            return
+        logger.info("Received %s, shutting down gracefully", signal.Signals(sig).name)
+        self.stop()
+
+    def _log_started(self, sock: socket.socket) -> None:
+        if sock.family == getattr(socket, "AF_UNIX", None):
+            where = f"unix:{sock.getsockname()}"
+        else:
+            host, port = sock.getsockname()[:2]
+            where = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
+        logger.info("bivio serving on %s (Press CTRL+C to quit)", where)
+
+    async def shutdown(self) -> None:
+        """Stop accepting, finish in-flight requests, close the rest, run lifespan shutdown."""
+        ctx = self.ctx
+        ctx.shutting_down = True
+        for server in self.servers:
+            server.close()
+        for conn in list(ctx.connections):
+            conn.shutdown()
+        timeout = self.config.timeout_graceful_shutdown
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while (ctx.tasks or any(not c.is_idle() for c in ctx.connections)) \
+                and loop.time() < deadline and not self._force_exit:
+            await asyncio.sleep(0.05)
+            for conn in list(ctx.connections):
+                conn.shutdown()
+        if ctx.tasks:
+            logger.warning("Graceful shutdown timed out: cancelling %d request(s)", len(ctx.tasks))
+            for task in list(ctx.tasks):
+                task.cancel()
+            await asyncio.gather(*ctx.tasks, return_exceptions=True)
+        for conn in list(ctx.connections):
+            conn._close()
+        for server in self.servers:
+            await server.wait_closed()
+        ctx.stop_date_timer()
+        await self.lifespan.shutdown()
+        if self.config.uds and os.path.exists(self.config.uds):
+            os.unlink(self.config.uds)
+        logger.info("Shutdown complete")
