@@ -1,0 +1,184 @@
+"""Shared fixtures: start a real bivio process on a free port and talk to it.
+
+``serve("tests.apps.basic:app", "--limit-request-body", "100")`` starts
+``python -m bivio`` with the given flags, waits until it logs that it is
+serving, and returns a :class:`Running` with ``url``, ``port`` and the output.
+Every process is stopped with SIGTERM at teardown (SIGKILL if it hangs).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SERVING = re.compile(r"serving on (\S+)")
+
+
+class Running:
+    """A bivio process under test."""
+
+    def __init__(self, proc: subprocess.Popen[str], args: list[str]) -> None:
+        self.proc = proc
+        self.args = args
+        self.lines: list[str] = []
+        self.url = ""
+        self.port = 0
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._ready = threading.Event()
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line)
+            match = SERVING.search(line)
+            if match and not self._ready.is_set():
+                self.url = match.group(1)
+                if self.url.startswith("http://"):
+                    self.port = int(self.url.rsplit(":", 1)[1])
+                self._ready.set()
+        self._ready.set()
+
+    def wait_ready(self, timeout: float = 20.0) -> None:
+        if not self._ready.wait(timeout) or not self.url:
+            self.stop()
+            raise RuntimeError("bivio did not start:\n" + self.output)
+
+    @property
+    def output(self) -> str:
+        return "".join(self.lines)
+
+    def wait_for_output(self, text: str, timeout: float = 10.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if text in self.output:
+                return True
+            time.sleep(0.02)
+        return False
+
+    def connect(self, timeout: float = 10.0) -> socket.socket:
+        sock = socket.create_connection(("127.0.0.1", self.port), timeout=timeout)
+        return sock
+
+    def signal(self, sig: int) -> None:
+        self.proc.send_signal(sig)
+
+    def stop(self, timeout: float = 15.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._reader.join(5)
+        return self.proc.returncode
+
+
+def start_bivio(*args: str, env: dict[str, str] | None = None, wait: bool = True,
+                cwd: Path | str = ROOT) -> Running:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("BIVIO_")}
+    full_env["PYTHONUNBUFFERED"] = "1"
+    full_env.update(env or {})
+    argv = [sys.executable, "-m", "bivio", *args]
+    if not any(a.startswith("--port") or a.startswith("--uds") or a.startswith("--fd")
+               for a in args) and "BIVIO_PORT" not in full_env:
+        argv += ["--port", "0"]
+    proc = subprocess.Popen(argv, cwd=str(cwd), env=full_env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, pass_fds=_fds(args))
+    running = Running(proc, argv)
+    if wait:
+        running.wait_ready()
+    return running
+
+
+def _fds(args: tuple[str, ...]) -> tuple[int, ...]:
+    for i, arg in enumerate(args):
+        if arg == "--fd":
+            return (int(args[i + 1]),)
+    return ()
+
+
+@pytest.fixture
+def serve() -> Iterator:
+    started: list[Running] = []
+
+    def _serve(*args: str, **kwargs) -> Running:
+        running = start_bivio(*args, **kwargs)
+        started.append(running)
+        return running
+
+    yield _serve
+    for running in started:
+        running.stop()
+
+
+def read_response(sock: socket.socket, timeout: float = 10.0) -> bytes:
+    """Read until the peer closes the connection (or the timeout passes)."""
+    sock.settimeout(timeout)
+    chunks = []
+    try:
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    except (socket.timeout, ConnectionResetError):
+        pass
+    return b"".join(chunks)
+
+
+def read_one_response(sock: socket.socket, timeout: float = 10.0) -> tuple[int, dict, bytes]:
+    """Read exactly one HTTP/1.1 response (Content-Length or chunked) from ``sock``."""
+    sock.settimeout(timeout)
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError(f"closed before a full head: {buf!r}")
+        buf += chunk
+    head, _, rest = buf.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    if "content-length" in headers:
+        length = int(headers["content-length"])
+        while len(rest) < length:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            rest += chunk
+        return status, headers, rest[:length]
+    if headers.get("transfer-encoding") == "chunked":
+        body = b""
+        while True:
+            while b"\r\n" not in rest:
+                rest += sock.recv(65536)
+            size_line, _, rest = rest.partition(b"\r\n")
+            size = int(size_line.split(b";")[0], 16)
+            if size == 0:
+                while not rest.endswith(b"\r\n\r\n") and rest != b"\r\n":
+                    more = sock.recv(65536)
+                    if not more:
+                        break
+                    rest += more
+                return status, headers, body
+            while len(rest) < size + 2:
+                rest += sock.recv(65536)
+            body += rest[:size]
+            rest = rest[size + 2:]
+    return status, headers, rest
