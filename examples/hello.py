@@ -36,7 +36,8 @@ async def app(scope, receive, send):
             await asyncio.sleep(0.1)
         await send({"type": "http.response.body", "body": b""})
     elif path == "/info":
-        info = {k: v for k, v in scope.items() if k not in ("headers", "state", "raw_path", "query_string")}
+        hidden = ("headers", "state", "raw_path", "query_string")
+        info = {k: v for k, v in scope.items() if k not in hidden}
         info["headers"] = [[k.decode("latin-1"), v.decode("latin-1")] for k, v in scope["headers"]]
         body = json.dumps(info, default=str, indent=2).encode()
         await send({"type": "http.response.start", "status": 200,

@@ -32,7 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "Every flag can also be set as BIVIO_<FLAG> in the environment "
                     "(e.g. BIVIO_PORT=8001, BIVIO_ACCESS_LOG=false).",
     )
-    parser.add_argument("app", metavar="MODULE:ATTR", help="the application, e.g. myproject.asgi:application")
+    parser.add_argument("app", metavar="MODULE:ATTR",
+                        help="the application, e.g. myproject.asgi:application")
     parser.add_argument("--version", action="version", version=f"bivio {__version__}")
     for option in OPTIONS:
         help_text = option.help

@@ -75,7 +75,7 @@ OPTIONS: tuple[Option, ...] = (
            "Answer 503 once this many requests are in flight.", minimum=1),
     Option("backlog", "int", 2048, "Maximum number of pending connections.", minimum=1),
     Option("limit_request_line", "int", 8190,
-           "Longest request line (method, target, version) in bytes; longer gets 414.",
+           "Longest request target (the URL of the request line) in bytes; longer gets 414.",
            minimum=64),
     Option("limit_request_fields", "int", 100,
            "Most header fields in a request; more gets 431.", minimum=1),
@@ -118,7 +118,8 @@ def convert(option: Option, value: Any) -> Any:
     if option.kind == "choice":
         text = str(value).lower()
         if text not in option.choices:
-            raise ConfigError(f"{label}: expected one of {', '.join(option.choices)}, got {value!r}")
+            expected = ", ".join(option.choices)
+            raise ConfigError(f"{label}: expected one of {expected}, got {value!r}")
         return text
     if option.kind in ("int", "float"):
         cast: Callable[[Any], Any] = int if option.kind == "int" else float
@@ -158,7 +159,9 @@ def parse_networks(text: str) -> tuple[Any, ...]:
             if item.startswith("unix:"):
                 networks.append(item)  # a UNIX socket peer, matched literally
                 continue
-            raise ConfigError(f"--forwarded-allow-ips: {item!r} is not an IP address or network")
+            raise ConfigError(
+                f"--forwarded-allow-ips: {item!r} is not an IP address or network"
+            ) from None
     return tuple(networks)
 
 

@@ -349,6 +349,7 @@ class H1Connection(asyncio.Protocol):
         self._closed = False
         self._deferred_error: tuple[int, str] | None = None
         self._upgrade_seen = False
+        self._eof = False
         cfg = self.config
         self._head_limit = (cfg.limit_request_line + 2
                             + cfg.limit_request_fields * (cfg.limit_request_field_size + 4) + 2)
@@ -381,8 +382,9 @@ class H1Connection(asyncio.Protocol):
         self._drain_waiters.clear()
 
     def eof_received(self) -> bool | None:
-        # A half-closed client still gets its answers; the transport closes after.
-        return True if self._current is not None or self._pending else None
+        # A half-closed client still gets its answers; we close after the last one.
+        self._eof = True
+        return True if self._current is not None else None
 
     def data_received(self, data: bytes) -> None:
         if self._in_head or self._parsing is None:
@@ -521,7 +523,8 @@ class H1Connection(asyncio.Protocol):
         self.ctx.start_handler(stream)
 
     def closing_after_current(self, stream: H1Stream) -> bool:
-        return self._deferred_error is not None and not self._pending
+        """True when no request can follow this one on the connection."""
+        return self._upgrade_seen or (self._eof and not self._pending)
 
     def _response_done(self, stream: H1Stream) -> None:
         if stream is not self._current:
@@ -556,7 +559,7 @@ class H1Connection(asyncio.Protocol):
             status, reason = self._deferred_error
             self._write_error(status, reason)
             return
-        if self._upgrade_seen:
+        if self._upgrade_seen or self._eof:
             self._close()
             return
         self._resume_reading()
@@ -574,6 +577,13 @@ class H1Connection(asyncio.Protocol):
             return
         self._upgrade_seen = True  # the parser cannot continue: close after the answer
         self._pause_reading()
+        stream = self._parsing
+        if stream is not None:
+            self._parsing = None
+            stream.body_complete = True
+            stream._wake()
+            if stream.response_complete and stream is self._current:
+                self._next_request(stream)
 
     # -- errors and timeouts ----------------------------------------------------------------
 
