@@ -134,7 +134,7 @@ def read_response(sock: socket.socket, timeout: float = 10.0) -> bytes:
             if not chunk:
                 break
             chunks.append(chunk)
-    except (socket.timeout, ConnectionResetError):
+    except (TimeoutError, ConnectionResetError):
         pass
     return b"".join(chunks)
 

@@ -36,7 +36,7 @@ DISCONNECT = {"type": "http.disconnect"}
 class HTTPCycle:
     """``receive`` and ``send`` for one request: the ASGI message state machine."""
 
-    __slots__ = ("stream", "body_done", "started", "complete", "more_trailers")
+    __slots__ = ("stream", "body_done", "started", "complete", "more_trailers", "gone")
 
     def __init__(self, stream: Stream) -> None:
         self.stream = stream
@@ -44,6 +44,7 @@ class HTTPCycle:
         self.started = False
         self.complete = False
         self.more_trailers = False
+        self.gone = False  # receive() returned http.disconnect
 
     async def receive(self) -> dict[str, Any]:
         stream = self.stream
@@ -51,13 +52,14 @@ class HTTPCycle:
             try:
                 chunk, more = await stream.receive_body()
             except ClientDisconnected:
-                self.body_done = True
+                self.body_done = self.gone = True
                 return DISCONNECT
             if not more:
                 self.body_done = True
             return {"type": "http.request", "body": chunk, "more_body": more}
         # After the body only one thing can happen: the request ends.
         await stream.wait_closed()
+        self.gone = True
         return DISCONNECT
 
     async def send(self, message: dict[str, Any]) -> None:
@@ -155,10 +157,11 @@ class ASGIHandler:
         cycle = HTTPCycle(stream)
         try:
             await self.app(self.scope(stream), cycle.receive, cycle.send)
-        except ClientDisconnected:
-            if not stream.disconnected:
-                raise
-            return  # the client left; the app noticed through send(); nothing to log
+        except ClientDisconnected as exc:
+            if not stream.disconnected:  # not ours: the app's own socket failed
+                logger.error("Exception in ASGI application", exc_info=exc)
+                await _fail(stream)
+            return  # the client left and the app noticed through send(): nothing to log
         except asyncio.CancelledError:
             stream.abort()
             raise
@@ -169,11 +172,11 @@ class ASGIHandler:
                 raise
             return
         if not cycle.started:
-            if not stream.disconnected:
+            if not stream.disconnected and not cycle.gone:
                 logger.error("ASGI application returned without starting a response")
             await _fail(stream)
         elif not cycle.complete:
-            if not stream.disconnected:
+            if not stream.disconnected and not cycle.gone:
                 logger.error("ASGI application returned without completing the response")
             stream.abort()
 

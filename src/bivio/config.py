@@ -37,6 +37,7 @@ class Option:
     choices: tuple[str, ...] = ()
     metavar: str | None = None
     minimum: float | None = None
+    maximum: float | None = None
     cli: bool = True
 
     @property
@@ -50,7 +51,8 @@ class Option:
 
 OPTIONS: tuple[Option, ...] = (
     Option("host", "str", "127.0.0.1", "Bind socket to this host.", metavar="HOST"),
-    Option("port", "int", 8000, "Bind socket to this port (0 picks a free one).", minimum=0),
+    Option("port", "int", 8000, "Bind socket to this port (0 picks a free one).",
+           minimum=0, maximum=65535),
     Option("uds", "str", None, "Bind to a UNIX domain socket at this path.", metavar="PATH"),
     Option("fd", "int", None, "Serve on an already bound socket: this file descriptor.", minimum=0),
     Option("app_dir", "str", ".", "Put this directory first on sys.path before importing the app."),
@@ -130,8 +132,12 @@ def convert(option: Option, value: Any) -> Any:
         except (TypeError, ValueError):
             raise ConfigError(f"{label}: expected {'an integer' if cast is int else 'a number'}, "
                               f"got {value!r}") from None
+        if number != number:  # NaN compares false with every bound
+            raise ConfigError(f"{label}: expected a number, got {value!r}")
         if option.minimum is not None and number < option.minimum:
             raise ConfigError(f"{label}: must be at least {option.minimum:g}, got {value!r}")
+        if option.maximum is not None and number > option.maximum:
+            raise ConfigError(f"{label}: must be at most {option.maximum:g}, got {value!r}")
         return number
     return str(value)
 

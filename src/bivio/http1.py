@@ -74,7 +74,7 @@ class H1Stream:
         "headers", "client", "server", "keep_alive", "expect_continue", "head_only",
         "response_started", "response_complete", "disconnected", "body_complete",
         "_body", "_waiters", "_status", "_resp_headers", "_head_written", "_mode",
-        "_length", "_trailers", "sent", "_started_at",
+        "_length", "_trailers", "sent", "_started_at", "received",
     )
 
     def __init__(self, conn: H1Connection, method: str, version: str, target: bytes,
@@ -104,6 +104,7 @@ class H1Stream:
         self._trailers = False
         self.sent = 0
         self._started_at = time.monotonic()
+        self.received = 0  # request body bytes so far, for --limit-request-body
         path, _, query = target.partition(b"?")
         self.raw_path = path
         self.query_string = query
@@ -152,7 +153,10 @@ class H1Stream:
             await self._wait()
 
     async def wait_closed(self) -> None:
-        while not (self.disconnected or self.response_complete):
+        # A client that sent EOF after its whole request has left as far as the app
+        # can tell (uvicorn and Go's net/http agree); an answer is still delivered.
+        while not (self.disconnected or self.response_complete
+                   or (self.body_complete and self.conn._eof)):
             await self._wait()
 
     # -- response -------------------------------------------------------------------
@@ -178,6 +182,10 @@ class H1Stream:
             raise ValueError(f"invalid response status {status!r}")
         check_headers(headers)
         self.response_started = True
+        if self.expect_continue and not self.body_complete:
+            # Answered without 100 Continue: the client may or may not send the
+            # body now, so the connection cannot be reused (RFC 9110 10.1.1).
+            self.keep_alive = False
         self.expect_continue = False
         self._status = status
         self._resp_headers = headers
@@ -383,7 +391,13 @@ class H1Connection(asyncio.Protocol):
 
     def eof_received(self) -> bool | None:
         # A half-closed client still gets its answers; we close after the last one.
+        # A request body cut short by the EOF can never complete, though: close now,
+        # so its handler sees the disconnect instead of waiting for the body forever.
         self._eof = True
+        if self._parsing is not None:
+            return None
+        if self._current is not None:
+            self._current._wake()  # wait_closed(): http.disconnect for the app
         return True if self._current is not None else None
 
     def data_received(self, data: bytes) -> None:
@@ -466,11 +480,17 @@ class H1Connection(asyncio.Protocol):
                 transfer_codings = (transfer_codings or b"") + b"," + value.lower()
             elif name == b"content-length":
                 content_length = int(value)
+        if version != "1.1" and version != "1.0":
+            # llhttp also accepts 0.9 ("GET /") and 2.0; neither is HTTP/1.x framing.
+            raise _Reject(505, "HTTP Version Not Supported")
         if version == "1.1" and host_count != 1:
             raise _Reject(400, "Missing Host header" if not host_count else "Multiple Host headers")
         if transfer_codings is not None:
             codings = [c.strip() for c in transfer_codings.split(b",") if c.strip()]
-            if any(c != b"chunked" for c in codings):
+            if not codings or codings[-1] != b"chunked" or codings.count(b"chunked") > 1:
+                # RFC 9112 6.3: chunked not final (or applied twice): length unknown, 400.
+                raise _Reject(400, "Invalid Transfer-Encoding")
+            if len(codings) > 1:
                 raise _Reject(501, "Unsupported Transfer-Encoding")
         limit = self.config.limit_request_body
         if limit and content_length is not None and content_length > limit:
@@ -494,8 +514,10 @@ class H1Connection(asyncio.Protocol):
         if stream is None:
             return
         limit = self.config.limit_request_body
-        stream_total = len(stream._body) + len(body)
-        if limit and stream_total > limit:
+        # The whole body counts, not what is buffered: an app reading as the body
+        # arrives keeps the buffer empty.
+        stream.received += len(body)
+        if limit and stream.received > limit:
             raise _Reject(413, "Request body too large")
         if stream.response_complete or stream.disconnected:
             return  # the app answered without reading; the connection will close

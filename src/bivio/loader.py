@@ -50,9 +50,13 @@ def import_from_string(target: str, app_dir: str | None = ".") -> Any:
 
 
 def _last_line(exc: BaseException) -> str:
-    frames = traceback.extract_tb(exc.__traceback__)
+    # importlib's own frames say nothing useful; a SyntaxError names its file itself.
+    frames = [] if isinstance(exc, SyntaxError) else [
+        f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.startswith("<frozen ")
+    ]
     where = f" ({frames[-1].filename}:{frames[-1].lineno})" if frames else ""
-    return f"{type(exc).__name__}: {exc}{where}"
+    text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+    return f"{type(exc).__name__}: {text}{where}"  # one line, whatever the message
 
 
 def _is_coroutine_callable(obj: Any) -> bool:
@@ -74,19 +78,24 @@ def detect_interface(app: Any) -> str:
     """
     if not callable(app):
         raise LoadError(f"{type(app).__name__} object is not an ASGI application (not callable)")
-    if _is_coroutine_callable(app):
-        return "asgi3"
+    coroutine = _is_coroutine_callable(app)
     try:
-        params = [
-            p for p in inspect.signature(app).parameters.values()
-            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
-        ]
+        signature = inspect.signature(app)
     except (TypeError, ValueError):
         return "asgi3"
-    if inspect.isclass(app) or len(params) == 1:
+    params = [
+        p for p in signature.parameters.values()
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+    ]
+    var_positional = any(p.kind == p.VAR_POSITIONAL for p in signature.parameters.values())
+    if coroutine:
+        # A coroutine function can only be ASGI 3: it must accept (scope, receive, send).
+        required = [p for p in params if p.default is p.empty]
+        if (len(params) >= 3 or var_positional) and len(required) <= 3:
+            return "asgi3"
+    elif inspect.isclass(app) or len(params) == 1:
         return "asgi2"
-    if len(params) == 3 or any(p.kind == p.VAR_POSITIONAL
-                               for p in inspect.signature(app).parameters.values()):
+    elif len(params) == 3 or var_positional:
         return "asgi3"
     raise LoadError(
         f"{getattr(app, '__qualname__', type(app).__name__)} is not an ASGI application: "

@@ -91,7 +91,11 @@ class Server:
             await self.lifespan.startup()
         except LifespanFailure as exc:
             raise StartupError(f"application startup failed: {exc}", EXIT_STARTUP_FAILED) from None
-        sock = sock or bind_socket(self.config)
+        try:
+            sock = sock or bind_socket(self.config)
+        except StartupError:
+            await self.lifespan.shutdown()  # startup ran: let the app clean up
+            raise
         self.sockets = [sock]
         self.ctx.start_date_timer(loop)
         server = await loop.create_server(

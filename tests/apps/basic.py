@@ -93,7 +93,8 @@ async def trailers(scope, receive, send):
 
 
 async def early_hint(scope, receive, send):
-    await send({"type": "http.response.early_hint", "links": [b"</style.css>; rel=preload; as=style"]})
+    links = [b"</style.css>; rel=preload; as=style"]
+    await send({"type": "http.response.early_hint", "links": links})
     await respond(send, body=b"after hint")
 
 
