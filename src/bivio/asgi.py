@@ -129,6 +129,7 @@ class ASGIHandler:
         self.root_path = root_path
         self.state = state if state is not None else {}
         self._root_raw = root_path.encode("latin-1")
+        self._ws_handler: Any = None  # built on the first WebSocket upgrade (asgi_ws.py)
 
     def scope(self, stream: Stream) -> dict[str, Any]:
         raw_path = stream.raw_path
@@ -154,6 +155,9 @@ class ASGIHandler:
         }
 
     async def __call__(self, stream: Stream) -> None:
+        if stream.upgrade is not None:
+            await self._websocket(stream)
+            return
         cycle = HTTPCycle(stream)
         try:
             await self.app(self.scope(stream), cycle.receive, cycle.send)
@@ -179,6 +183,16 @@ class ASGIHandler:
             if not stream.disconnected and not cycle.gone:
                 logger.error("ASGI application returned without completing the response")
             stream.abort()
+
+
+    async def _websocket(self, stream: Stream) -> None:
+        """A WebSocket upgrade: the ``websocket`` scope, in :mod:`bivio.asgi_ws`."""
+        if self._ws_handler is None:
+            from .asgi_ws import ASGIWebSocketHandler
+
+            self._ws_handler = ASGIWebSocketHandler(self.app, ASGI_VERSION, self.root_path,
+                                                    self.state)
+        await self._ws_handler(stream)
 
 
 async def _fail(stream: Stream) -> None:

@@ -1,7 +1,9 @@
 """The ``bivio`` command: flags are generated from :data:`bivio.config.OPTIONS`.
 
 Exit codes: 0 clean shutdown, 1 the app could not be loaded or the socket not
-bound, 2 invalid options, 3 application (lifespan) startup failed.
+bound, 2 invalid options, 3 application (lifespan) startup failed, 4 a
+supervised worker died while starting for another reason (a worker failing
+with 1 or 3 makes the supervisor exit with that same code).
 """
 
 from __future__ import annotations

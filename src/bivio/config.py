@@ -57,6 +57,11 @@ OPTIONS: tuple[Option, ...] = (
     Option("fd", "int", None, "Serve on an already bound socket: this file descriptor.", minimum=0),
     Option("app_dir", "str", ".", "Put this directory first on sys.path before importing the app."),
     Option("factory", "bool", False, "Treat MODULE:ATTR as a factory that returns the app."),
+    Option("interface", "choice", "auto",
+           "Application interface: auto (detect), asgi3, asgi2 or wsgi.",
+           choices=("auto", "asgi3", "asgi2", "wsgi")),
+    Option("threads", "int", None,
+           "WSGI thread pool size per worker. Default: min(32, CPUs + 4).", minimum=1),
     Option("root_path", "str", "", "Mount point of the app (ASGI root_path); with a proxy prefix."),
     Option("proxy_headers", "bool", True,
            "Trust X-Forwarded-For / X-Forwarded-Proto from --forwarded-allow-ips."),
@@ -87,10 +92,43 @@ OPTIONS: tuple[Option, ...] = (
            "Largest request body in bytes; larger gets 413 (0: no limit).", minimum=0),
     Option("lifespan", "choice", "auto", "ASGI lifespan protocol.", choices=("auto", "on", "off")),
     Option("loop", "choice", "auto", "Event loop.", choices=("auto", "asyncio", "uvloop")),
+    Option("workers", "int", None,
+           "Run this many worker processes under a supervisor (also $WEB_CONCURRENCY). "
+           "Default: one process, no supervisor.", minimum=1),
+    Option("timeout_worker_healthcheck", "float", 30.0,
+           "Kill and replace a worker whose event loop has been blocked this many seconds.",
+           minimum=0.1),
+    Option("limit_max_requests", "int", None,
+           "Replace a worker gracefully after it has served about this many requests.",
+           minimum=1),
+    Option("limit_max_requests_jitter", "int", 0,
+           "Add a random 0..N to each worker's --limit-max-requests so they do not "
+           "all restart at once.", minimum=0),
+    Option("reload", "bool", False, "Restart the worker when code changes (development)."),
+    Option("reload_dir", "list", (),
+           "Watch this directory for --reload (repeatable). Default: --app-dir.", metavar="DIR"),
+    Option("reload_include", "list", (),
+           "Also reload on files matching this glob (repeatable; *.py always).",
+           metavar="GLOB"),
+    Option("reload_exclude", "list", (),
+           "Ignore files or directories matching this glob for --reload (repeatable).",
+           metavar="GLOB"),
     Option("header", "list", (), "Add a default response header NAME:VALUE (repeatable).",
            metavar="NAME:VALUE"),
     Option("server_header", "bool", True, "Send 'server: bivio'."),
     Option("date_header", "bool", True, "Send the Date header."),
+    Option("ws", "choice", "auto",
+           "WebSocket support for ASGI apps: auto (on) or none (upgrades are plain HTTP).",
+           choices=("auto", "none", "websockets")),
+    Option("ws_max_size", "int", 16 * 1024 * 1024,
+           "Largest incoming WebSocket message in bytes; larger closes with 1009.", minimum=1),
+    Option("ws_ping_interval", "float", 20.0,
+           "Send a WebSocket keepalive ping every this many seconds (0: never).", minimum=0.0),
+    Option("ws_ping_timeout", "float", 20.0,
+           "Close a WebSocket (1011) whose ping gets no pong within this many seconds "
+           "(0: wait forever).", minimum=0.0),
+    Option("ws_per_message_deflate", "bool", True,
+           "Offer WebSocket permessage-deflate compression."),
 )
 
 OPTIONS_BY_NAME: dict[str, Option] = {o.name: o for o in OPTIONS}
@@ -181,6 +219,8 @@ class Config:
     fd: int | None = None
     app_dir: str = "."
     factory: bool = False
+    interface: str = "auto"
+    threads: int | None = None
     root_path: str = ""
     proxy_headers: bool = True
     forwarded_allow_ips: str | None = None
@@ -197,9 +237,22 @@ class Config:
     limit_request_body: int = 100 * 1024 * 1024
     lifespan: str = "auto"
     loop: str = "auto"
+    workers: int | None = None
+    timeout_worker_healthcheck: float = 30.0
+    limit_max_requests: int | None = None
+    limit_max_requests_jitter: int = 0
+    reload: bool = False
+    reload_dir: tuple[str, ...] = ()
+    reload_include: tuple[str, ...] = ()
+    reload_exclude: tuple[str, ...] = ()
     header: tuple[str, ...] = ()
     server_header: bool = True
     date_header: bool = True
+    ws: str = "auto"
+    ws_max_size: int = 16 * 1024 * 1024
+    ws_ping_interval: float = 20.0
+    ws_ping_timeout: float = 20.0
+    ws_per_message_deflate: bool = True
     # Derived once here so the hot path never re-parses them.
     extra_headers: tuple[tuple[bytes, bytes], ...] = field(default=(), repr=False)
     trusted_proxies: tuple[Any, ...] = field(default=(), repr=False)
@@ -229,6 +282,12 @@ class Config:
             allow = env.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
             values["forwarded_allow_ips"] = allow
         values["trusted_proxies"] = parse_networks(allow)
+        if values.get("workers") is None and env.get("WEB_CONCURRENCY"):
+            # The platforms' convention (Heroku, Render, gunicorn, uvicorn); BIVIO_WORKERS wins.
+            try:
+                values["workers"] = convert(OPTIONS_BY_NAME["workers"], env["WEB_CONCURRENCY"])
+            except ConfigError as exc:
+                raise ConfigError(f"$WEB_CONCURRENCY: {exc}") from None
         values["extra_headers"] = tuple(parse_header(h) for h in values.get("header", ()))
         if "root_path" in values:
             root = values["root_path"].rstrip("/")

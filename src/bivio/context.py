@@ -4,12 +4,21 @@ Connection protocols read their settings and the pre-encoded default headers
 from here, register themselves for graceful shutdown, and start request
 handlers through :meth:`ServerContext.start_handler` so in-flight requests can
 be counted (``--limit-concurrency``) and awaited on shutdown.
+
+Intake: a handler that cannot take more work (the WSGI thread pool with every
+thread busy) calls :meth:`ServerContext.pause_intake`; every connection then
+stops reading *new* requests (a connection in the middle of a request keeps
+reading its body, so a running app is never starved) until
+:meth:`ServerContext.resume_intake`. Unread requests wait in the kernel's socket
+buffers rather than in bivio's memory. Connections implement ``pause_intake()``
+and ``resume_intake()``; the protocol stays ignorant of why.
 """
 
 from __future__ import annotations
 
 import asyncio
 import email.utils
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -31,6 +40,10 @@ class ServerContext:
         self.connections: set[Any] = set()
         self.tasks: set[asyncio.Task[None]] = set()
         self.shutting_down = False
+        # Requests started by this worker: the supervisor's worker agent reads it
+        # for --limit-max-requests (a counter here costs one add per request).
+        self.requests = 0
+        self.intake_paused = False
         self.server_header = b"server: bivio\r\n" if config.server_header else b""
         self.extra_headers = b"".join(n + b": " + v + b"\r\n" for n, v in config.extra_headers)
         self.date_header = b""
@@ -62,8 +75,64 @@ class ServerContext:
         limit = self.config.limit_concurrency
         return limit is not None and len(self.tasks) >= limit
 
-    def start_handler(self, stream: Stream) -> asyncio.Task[None]:
-        task = asyncio.get_running_loop().create_task(self.handler(stream))
+    def pause_intake(self) -> None:
+        """Stop reading new requests on every connection (see the module docstring)."""
+        if not self.intake_paused:
+            self.intake_paused = True
+            for conn in list(self.connections):
+                conn.pause_intake()
+
+    def resume_intake(self) -> None:
+        if self.intake_paused:
+            self.intake_paused = False
+            for conn in list(self.connections):
+                conn.resume_intake()
+
+    def start_handler(self, stream: Stream) -> asyncio.Task[None] | None:
+        """Run the handler for ``stream`` in a Task; eagerly where Python allows it.
+
+        Most requests (a hello view, a cached page) complete without ever
+        suspending. On Python >= 3.12 the Task starts *eagerly*: its first step
+        runs right here, so a handler that never waits finishes before this
+        returns and costs no scheduling round-trip. It is still a real Task
+        while it runs, which matters: anyio (Starlette, FastAPI) and other
+        libraries rely on ``asyncio.current_task()``, so running a bare
+        coroutine step outside a Task is not an option (it broke every
+        Starlette app using a task group or BaseHTTPMiddleware). On 3.11 the
+        Task is scheduled as usual. Returns the Task, or None if it finished.
+        """
+        self.requests += 1
+        loop = asyncio.get_running_loop()
+        if _EAGER:
+            task = asyncio.Task(self.handler(stream), loop=loop, eager_start=True)
+            if task.done():
+                if not task.cancelled() and task.exception() is not None:
+                    _report(task.exception())  # type: ignore[arg-type]
+                return None
+        else:
+            task = loop.create_task(self.handler(stream))
         self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+        task.add_done_callback(self._task_done)
         return task
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self.tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            _report(task.exception())  # type: ignore[arg-type]
+
+
+_EAGER = sys.version_info >= (3, 12)
+
+
+def _report(exc: BaseException) -> None:
+    """An error escaping the handler itself: let the loop report (or re-raise) it."""
+    loop = asyncio.get_running_loop()
+    if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+        loop.call_soon(_reraise, exc)
+        return
+    loop.call_exception_handler({"message": "Unhandled exception in a request handler",
+                                 "exception": exc})
+
+
+def _reraise(exc: BaseException) -> None:
+    raise exc

@@ -69,12 +69,16 @@ def _is_coroutine_callable(obj: Any) -> bool:
 
 
 def detect_interface(app: Any) -> str:
-    """Return ``"asgi3"`` or ``"asgi2"``, or raise :class:`LoadError`.
+    """Return ``"asgi3"``, ``"asgi2"`` or ``"wsgi"``, or raise :class:`LoadError`.
 
-    ASGI 3 is a coroutine callable taking (scope, receive, send). ASGI 2 is a
-    callable taking only ``scope`` (usually a class) whose result is awaited with
-    (receive, send). Objects with ``__call__`` of unknown shape count as ASGI 3,
-    as uvicorn does: middlewares often hide the signature.
+    The decision reads only the signature (nothing is called): a coroutine
+    callable is ASGI 3 (scope, receive, send). A plain callable taking exactly two
+    positional arguments is WSGI (environ, start_response): Django's
+    ``WSGIHandler``, a Flask app, a function, or a class whose instances are the
+    response iterable. One argument (or a class taking one) is ASGI 2. Three
+    arguments, ``*args`` or an unreadable signature count as ASGI 3, as uvicorn
+    does: middlewares often hide the signature. ``--interface`` overrides this
+    guess; docs/wsgi.md shows what a wrong one looks like.
     """
     if not callable(app):
         raise LoadError(f"{type(app).__name__} object is not an ASGI application (not callable)")
@@ -93,13 +97,16 @@ def detect_interface(app: Any) -> str:
         required = [p for p in params if p.default is p.empty]
         if (len(params) >= 3 or var_positional) and len(required) <= 3:
             return "asgi3"
+    elif len(params) == 2 and not var_positional:
+        return "wsgi"
     elif inspect.isclass(app) or len(params) == 1:
         return "asgi2"
     elif len(params) == 3 or var_positional:
         return "asgi3"
     raise LoadError(
         f"{getattr(app, '__qualname__', type(app).__name__)} is not an ASGI application: "
-        f"it takes {len(params)} positional arguments (ASGI 3 takes scope, receive, send)"
+        f"it takes {len(params)} positional arguments (ASGI 3 takes scope, receive, send; "
+        f"WSGI takes environ, start_response)"
     )
 
 
@@ -114,8 +121,22 @@ class ASGI2Adapter:
         await instance(receive, send)
 
 
-def load_app(target: Any, *, factory: bool = False, app_dir: str | None = ".") -> ASGIApp:
-    """Load ``target`` (a ``MODULE:ATTR`` string or an app object) as an ASGI 3 app."""
+class WSGIApp:
+    """A loaded WSGI application: the server serves it through :mod:`bivio.wsgi`."""
+
+    __slots__ = ("app",)
+
+    def __init__(self, app: Callable[..., Any]) -> None:
+        self.app = app
+
+
+def load_app(target: Any, *, factory: bool = False, app_dir: str | None = ".",
+             interface: str = "auto") -> ASGIApp | WSGIApp:
+    """Load ``target`` (a ``MODULE:ATTR`` string or an app object).
+
+    Returns an ASGI 3 app, or a :class:`WSGIApp` wrapping a WSGI one.
+    ``interface`` is ``--interface``: ``auto`` detects, anything else is trusted.
+    """
     app = import_from_string(target, app_dir) if isinstance(target, str) else target
     if factory:
         if not callable(app):
@@ -127,5 +148,10 @@ def load_app(target: Any, *, factory: bool = False, app_dir: str | None = ".") -
         if asyncio.iscoroutine(app):
             app.close()
             raise LoadError("--factory: the factory is a coroutine function; it must be sync")
-    interface = detect_interface(app)
+    if interface == "auto":
+        interface = detect_interface(app)
+    elif not callable(app):
+        raise LoadError(f"{type(app).__name__} object is not an application (not callable)")
+    if interface == "wsgi":
+        return WSGIApp(app)
     return ASGI2Adapter(app) if interface == "asgi2" else app

@@ -15,7 +15,14 @@ def serve(app: Any, options: dict[str, Any], config: Config | None = None) -> in
     """Validate options, load the app, run one worker; return the exit code."""
     config = config or Config.from_options(options)
     setup_logging(config.log_level, config.access_log)
-    loaded = load_app(app, factory=config.factory, app_dir=config.app_dir)
+    if config.workers is not None or config.reload or config.limit_max_requests is not None:
+        # A supervisor parent that never imports the app; each worker process it
+        # starts comes back through this function with those options cleared.
+        from .supervisor import supervise
+
+        return supervise(app, config)
+    loaded = load_app(app, factory=config.factory, app_dir=config.app_dir,
+                      interface=config.interface)
     try:
         setup_loop(config.loop)
         asyncio.run(Server(loaded, config).serve())

@@ -8,6 +8,7 @@ import signal
 import socket
 import stat
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from .asgi import ASGIHandler
@@ -15,9 +16,16 @@ from .config import Config
 from .context import ServerContext
 from .http1 import H1Connection
 from .lifespan import Lifespan, LifespanFailure
+from .loader import WSGIApp
 from .logs import logger
 
 EXIT_STARTUP_FAILED = 3
+
+# Set by bivio.supervisor in a worker process before it runs the ordinary serve
+# path: called once this worker is ready (lifespan startup done, accepting), so it
+# can tell the supervisor and start its heartbeat. The supervisor logs the
+# "serving on" line once for all workers, so a worker does not.
+on_worker_ready: Callable[[Server], None] | None = None
 
 
 class StartupError(Exception):
@@ -74,9 +82,22 @@ class Server:
     def __init__(self, app: Any, config: Config) -> None:
         self.app = app
         self.config = config
-        self.lifespan = Lifespan(app, config.lifespan)
-        self.handler = ASGIHandler(app, config.root_path, self.lifespan.state)
+        self.handler: Any
+        if isinstance(app, WSGIApp):
+            # WSGI has no lifespan protocol; the thread pool is the app's runtime.
+            if config.lifespan == "on":
+                raise StartupError("--lifespan on: a WSGI application has no lifespan protocol",
+                                   2)
+            from .wsgi import WSGIHandler
+
+            self.lifespan = Lifespan(app, "off")
+            self.handler = WSGIHandler(app.app, config)
+        else:
+            self.lifespan = Lifespan(app, config.lifespan)
+            self.handler = ASGIHandler(app, config.root_path, self.lifespan.state)
         self.ctx = ServerContext(config, self.handler)
+        if hasattr(self.handler, "bind"):
+            self.handler.bind(self.ctx)  # the WSGI pool pauses intake through the context
         self.should_exit = asyncio.Event() if sys.version_info >= (3, 10) else None
         self.servers: list[asyncio.base_events.Server] = []
         self.sockets: list[socket.socket] = []
@@ -103,8 +124,11 @@ class Server:
         )
         self.servers = [server]
         self.started = True
-        self._log_started(sock)
+        if on_worker_ready is None:
+            self._log_started(sock)
         self._install_signals(loop)
+        if on_worker_ready is not None:
+            on_worker_ready(self)
         try:
             await self.should_exit.wait()
         finally:
@@ -152,7 +176,8 @@ class Server:
         timeout = self.config.timeout_graceful_shutdown
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        while (ctx.tasks or any(not c.is_idle() for c in ctx.connections)) \
+        while (ctx.tasks or any(not c.is_idle() or getattr(c, "awaiting_first_request", False)
+                                for c in ctx.connections)) \
                 and loop.time() < deadline and not self._force_exit:
             await asyncio.sleep(0.05)
             for conn in list(ctx.connections):
@@ -167,6 +192,8 @@ class Server:
         for server in self.servers:
             await server.wait_closed()
         ctx.stop_date_timer()
+        if hasattr(self.handler, "shutdown"):
+            self.handler.shutdown()  # WSGI: stop the idle pool threads
         await self.lifespan.shutdown()
         if self.config.uds and os.path.exists(self.config.uds):
             os.unlink(self.config.uds)

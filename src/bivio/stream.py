@@ -35,6 +35,17 @@ Response:
 ``await send_trailers(headers)``. Sends wait while the transport's write
 buffer is full and raise :class:`ClientDisconnected` once the client is gone.
 ``abort()`` drops the connection when a response cannot be finished.
+Every method runs on the event loop; only ``disconnected`` may be read from
+another thread (the WSGI adapter checks it from app threads before posting).
+
+Upgrade (optional; HTTP/1.1 only):
+
+``upgrade`` is ``"websocket"`` when the client asks to switch to WebSocket and
+the protocol can (``--ws`` is not ``none``), else ``None``. The *handler*
+decides: ``open_websocket()`` returns a :class:`bivio.websocket.WebSocket`
+whose ``accept()`` sends the 101 and takes the connection over; a handler that
+ignores ``upgrade`` (WSGI) answers with a plain HTTP response, as does one that
+denies the WebSocket (403, or the app's own ``websocket.http.response``).
 """
 
 from __future__ import annotations
@@ -60,6 +71,7 @@ class Stream(Protocol):
     response_started: bool
     response_complete: bool
     disconnected: bool
+    upgrade: str | None
 
     async def receive_body(self) -> tuple[bytes, bool]: ...
 

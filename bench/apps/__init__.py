@@ -1,0 +1,1 @@
+"""The apps every server is measured on: the same code for bivio and each peer."""

@@ -1,0 +1,91 @@
+"""The scenarios: what is measured, on which app, and what a right answer is.
+
+Each scenario names an app kind (see :data:`bench.servers.TARGETS`); every
+server that serves that interface runs it. ``check`` sends one real request
+and returns None when the answer is right, else why not.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from . import probe
+
+HELLO = b"Hello, world!"
+DJANGO = b"Hello from Django!"
+MIB = 1024 * 1024
+
+Check = Callable[[int], "str | None"]
+
+
+def expect(path: str, body: bytes | int, method: str = "GET", send: bytes = b"",
+           version: str = "1.1") -> Check:
+    """A check: one request, status 200 and this body (or this many bytes)."""
+    def check(port: int) -> str | None:
+        status, got = probe.http(port, method, path, send, version)
+        if status != 200:
+            return f"{method} {path} answered {status}"
+        if isinstance(body, int):
+            if len(got) != body:
+                return f"{method} {path}: {len(got)} bytes, expected {body}"
+        elif got != body:
+            return f"{method} {path}: body {got[:60]!r}, expected {body[:60]!r}"
+        return None
+    return check
+
+
+def ws_check(port: int) -> str | None:
+    payload = b"bivio-bench" * 5
+    try:
+        echoed = probe.ws_echo(port, payload)
+    except OSError as exc:
+        return f"WebSocket: {exc}"
+    return None if echoed == payload else f"WebSocket echo returned {echoed[:60]!r}"
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    app: str  # key of bench.servers.TARGETS
+    kind: str  # "wrk" (requests/s), "idle" (RSS with idle connections), "ws" (messages/s)
+    check: Check
+    path: str = "/"
+    connections: int = 64
+    script: str | None = None
+    ceiling: bool = False  # also run the bare uvloop+httptools ceiling
+    title: str = ""
+
+
+SCENARIOS: tuple[Scenario, ...] = (
+    Scenario("asgi-hello-c64", "asgi", "wrk", expect("/", HELLO), ceiling=True,
+             title="ASGI hello, 64 connections"),
+    Scenario("asgi-hello-c256", "asgi", "wrk", expect("/", HELLO), connections=256, ceiling=True,
+             title="ASGI hello, 256 connections"),
+    Scenario("asgi-64k", "asgi", "wrk", expect("/64k", 65536), path="/64k", ceiling=True,
+             title="ASGI 64 KiB response"),
+    Scenario("asgi-post-1m", "asgi", "wrk", expect("/post", str(MIB).encode(), "POST", b"x" * MIB),
+             path="/post", connections=16, script="post_1m.lua", ceiling=True,
+             title="ASGI 1 MiB POST, 16 connections"),
+    Scenario("http10-close", "asgi", "wrk", expect("/", HELLO, version="1.0"),
+             script="http10.lua", ceiling=True,
+             title="HTTP/1.0, no keep-alive (a connection per request)"),
+    Scenario("asgi-sleep-c512", "asgi", "wrk", expect("/sleep", HELLO), path="/sleep",
+             connections=512, ceiling=True, title="ASGI 10 ms asyncio.sleep, 512 connections"),
+    Scenario("idle-2000", "asgi", "idle", expect("/", HELLO), connections=2000,
+             title="RSS with 2,000 idle keep-alive connections"),
+    Scenario("django-sync-asgi", "django-asgi", "wrk", expect("/sync/", DJANGO), path="/sync/",
+             title="Django sync view as ASGI"),
+    Scenario("django-async-asgi", "django-asgi", "wrk", expect("/async/", DJANGO),
+             path="/async/", title="Django async view as ASGI"),
+    Scenario("wsgi-hello", "wsgi", "wrk", expect("/", HELLO), ceiling=True,
+             title="WSGI hello, 64 connections"),
+    Scenario("django-sync-wsgi", "django-wsgi", "wrk", expect("/sync/", DJANGO), path="/sync/",
+             title="Django sync view as WSGI"),
+    Scenario("django-async-wsgi", "django-wsgi", "wrk", expect("/async/", DJANGO),
+             path="/async/", title="Django async view as WSGI"),
+    Scenario("ws-echo", "asgi", "ws", ws_check,
+             title="WebSocket echo, 64 connections x 8 in flight"),
+)
+
+BY_NAME = {s.name: s for s in SCENARIOS}

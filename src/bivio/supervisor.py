@@ -1,0 +1,601 @@
+"""The supervisor: a parent process that binds the listeners once and keeps workers serving.
+
+``--workers N``, ``--reload`` or ``--limit-max-requests`` run bivio as a
+supervisor (see docs/workers.md for the user's view). The parent:
+
+- binds every listener once (TCP, ``--uds`` or ``--fd``), before any worker
+  exists, so a bind error is one clear line and the sockets never close while
+  workers come and go: a connection that arrives while no worker accepts waits
+  in the kernel's backlog instead of being refused;
+- never imports the application. Workers are fresh interpreters started with
+  :mod:`subprocess` (not ``fork``): a reload must import the *new* code, the
+  parent runs a file-watching thread (forking a threaded process is unsafe), and
+  an app that fails to import cannot take the supervisor down with it;
+- hands each worker the listening sockets by descriptor (inherited, not
+  ``SO_REUSEPORT``: one accept queue shared by all workers, so a worker that
+  stops or dies leaves no queued connection behind; it works the same for UNIX
+  sockets and ``--fd``) and one private channel, an ``AF_UNIX`` socket pair.
+
+Each worker runs the very same serve path as single-process mode
+(:func:`bivio.main.serve`, so ASGI and WSGI alike) with ``--fd`` pointing at
+the inherited listener; :data:`bivio.server.on_worker_ready` lets the worker's
+:class:`WorkerAgent` join in once it is ready. The channel carries
+newline-terminated words:
+
+- worker -> parent: ``ready`` (lifespan startup done, accepting), ``beat``
+  (sent by a timer *on the worker's event loop*, so a blocked loop stops the
+  beats; a side thread would keep beating while the loop is stuck), and
+  ``recycle`` (``--limit-max-requests`` reached);
+- parent -> worker: ``stop`` (drain gracefully: the same shutdown as SIGTERM).
+
+End of file on the channel means the other side is gone: the parent learns a
+worker died at once, and a worker whose parent was killed shuts down instead of
+serving as an orphan. Workers run in their own session so a terminal's Ctrl+C
+reaches only the parent, which then stops them in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import faulthandler
+import fnmatch
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NoReturn
+
+from . import server as server_module
+from .config import OPTIONS, Config, ConfigError
+from .logs import logger
+from .server import EXIT_STARTUP_FAILED, StartupError, bind_socket
+
+EXIT_LOAD_ERROR = 1
+EXIT_WORKER_FAILED = 4
+"""A worker died before it was ready for a reason other than exit codes 1 or 3."""
+
+WORKER_CODE = "from bivio.supervisor import worker_main; worker_main()"
+TICK = 0.1
+"""Seconds between the parent's checks (exits, heartbeats, deadlines)."""
+KILL_GRACE = 1.0
+"""Seconds between asking a blocked worker for its stack (SIGUSR1) and SIGKILL."""
+DRAIN_MARGIN = 10.0
+"""Beyond --timeout-graceful-shutdown, how long a stopping worker may take (lifespan
+shutdown) before it is killed."""
+
+_WORKER_ONLY_RESET: dict[str, Any] = {
+    "uds": None, "workers": None, "reload": False, "reload_dir": (), "reload_include": (),
+    "reload_exclude": (), "limit_max_requests": None, "limit_max_requests_jitter": 0,
+}
+
+
+def needs_supervisor(config: Config) -> bool:
+    """Whether ``config`` asks for the supervisor (else: one process, as before)."""
+    return config.workers is not None or config.reload or config.limit_max_requests is not None
+
+
+def heartbeat_interval(config: Config) -> float:
+    """Beat several times per healthcheck timeout, so one late beat is not a false alarm."""
+    return min(1.0, max(0.05, config.timeout_worker_healthcheck / 5))
+
+
+def request_limit(config: Config, rng: random.Random | None = None) -> int | None:
+    """One worker's ``--limit-max-requests`` plus its own ``0..jitter`` share."""
+    if config.limit_max_requests is None:
+        return None
+    jitter = config.limit_max_requests_jitter
+    return config.limit_max_requests + ((rng or random).randint(0, jitter) if jitter else 0)
+
+
+def worker_options(config: Config, fd: int) -> dict[str, Any]:
+    """The options a worker runs with: every resolved setting, serving on ``fd``.
+
+    Resolved values (not the command line) so a worker sees exactly what the
+    parent validated, whatever its environment; supervisor-only options are
+    cleared so the worker takes the single-process path.
+    """
+    options = {o.name: getattr(config, o.name) for o in OPTIONS}
+    options.update(_WORKER_ONLY_RESET, fd=fd)
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in options.items()}
+
+
+def describe_exit(code: int) -> str:
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    reason = {EXIT_LOAD_ERROR: "the app could not be loaded",
+              EXIT_STARTUP_FAILED: "application startup failed"}.get(code)
+    return f"exit code {code}: {reason}" if reason else f"exit code {code}"
+
+
+def listener_url(sock: socket.socket) -> str:
+    if sock.family == getattr(socket, "AF_UNIX", None):
+        return f"unix:{sock.getsockname()}"
+    host, port = sock.getsockname()[:2]
+    return f"http://{'[' + host + ']' if ':' in host else host}:{port}"
+
+
+class ReloadFilter:
+    """Which changed files trigger ``--reload``.
+
+    watchfiles' default filter first (VCS and cache directories, editor swap
+    files, ``*.pyc``), then ``--reload-exclude`` globs (matched against the
+    file name, every directory name on its path, and the whole path), then
+    ``*.py`` plus ``--reload-include`` globs.
+    """
+
+    def __init__(self, include: tuple[str, ...] = (), exclude: tuple[str, ...] = ()) -> None:
+        import watchfiles
+
+        self.default = watchfiles.DefaultFilter()
+        self.include = ("*.py", *include)
+        self.exclude = tuple(exclude)
+
+    def __call__(self, change: Any, path: str) -> bool:
+        if not self.default(change, path):
+            return False
+        parts = Path(path).parts
+        for pattern in self.exclude:
+            if fnmatch.fnmatch(path, pattern) or any(fnmatch.fnmatch(p, pattern) for p in parts):
+                return False
+        name = parts[-1] if parts else path
+        return any(fnmatch.fnmatch(name, p) or fnmatch.fnmatch(path, p) for p in self.include)
+
+
+# -- the worker's side -------------------------------------------------------------------------
+
+
+class WorkerAgent:
+    """Inside a worker: report readiness, beat from the event loop, obey ``stop``."""
+
+    def __init__(self, channel: socket.socket, interval: float, max_requests: int | None) -> None:
+        self.channel = channel
+        self.interval = interval
+        self.max_requests = max_requests
+        self.server: Any = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.recycling = False
+        self.stopping = False
+        self._buffer = b""
+
+    def ready(self, server: Any) -> None:
+        """Called by the server once lifespan startup is done and it accepts connections."""
+        self.server = server
+        self.loop = asyncio.get_running_loop()
+        self._send(b"ready\n")
+        self.loop.add_reader(self.channel.fileno(), self._on_readable)
+        self._beat()
+
+    def _send(self, data: bytes) -> None:
+        try:
+            self.channel.send(data)
+        except (BlockingIOError, InterruptedError):
+            pass  # the parent is not reading right now; the next beat will do
+        except OSError:
+            pass  # the parent is gone: the reader sees end of file and stops us
+
+    def _beat(self) -> None:
+        assert self.loop is not None
+        self._send(b"beat\n")
+        if (self.max_requests is not None and not self.recycling
+                and self.server.ctx.requests >= self.max_requests):
+            self.recycling = True
+            logger.info("Served %d requests (--limit-max-requests): asking for a replacement",
+                        self.server.ctx.requests)
+            self._send(b"recycle\n")
+        self.loop.call_later(self.interval, self._beat)
+
+    def _on_readable(self) -> None:
+        assert self.loop is not None
+        try:
+            data = self.channel.recv(4096)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self.loop.remove_reader(self.channel.fileno())
+            if not self.stopping:
+                logger.warning("The supervisor is gone: shutting down")
+            self._stop()
+            return
+        self._buffer += data
+        *lines, self._buffer = self._buffer.split(b"\n")
+        if b"stop" in lines and not self.stopping:
+            logger.info("Stopping gracefully (asked by the supervisor)")
+            self._stop()
+
+    def _stop(self) -> None:
+        self.stopping = True
+        self.server.stop()
+
+
+def worker_main(argv: list[str] | None = None) -> NoReturn:
+    """Entry point of a worker process: ``python -c WORKER_CODE SPEC_JSON``."""
+    from .loader import LoadError
+    from .main import serve
+
+    spec = json.loads((sys.argv if argv is None else argv)[1])
+    channel = socket.socket(fileno=spec["channel"])
+    channel.set_inheritable(False)
+    channel.setblocking(False)
+    # The supervisor sends SIGUSR1 to a worker whose loop is blocked: faulthandler
+    # writes every thread's stack to the log from C, which works even while the
+    # Python code that blocks never gives the interpreter back.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
+    agent = WorkerAgent(channel, spec["interval"], spec["max_requests"])
+    server_module.on_worker_ready = agent.ready
+    try:
+        code = serve(spec["app"], {}, Config.from_options(spec["options"], env={}))
+    except LoadError as exc:
+        print(f"bivio: error: {exc}", file=sys.stderr, flush=True)
+        code = EXIT_LOAD_ERROR
+    sys.exit(code)
+
+
+# -- the parent's side -------------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class Worker:
+    """One worker process as the parent sees it.
+
+    ``state``: ``starting`` (not ready yet), ``ready``, ``stopping`` (told to
+    drain) or ``killing`` (blocked: stack dump asked, SIGKILL at ``deadline``).
+    ``replaces``: the worker this one takes over from once ready (rolling restart).
+    """
+
+    proc: subprocess.Popen[bytes]
+    channel: socket.socket
+    reason: str
+    last_beat: float
+    state: str = "starting"
+    replaces: Worker | None = None
+    deadline: float | None = None
+    eof: bool = False
+    buffer: bytes = b""
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+
+class Supervisor:
+    """Keep ``config.workers`` workers serving ``app`` until told to stop."""
+
+    def __init__(self, app: str, config: Config) -> None:
+        self.app = app
+        self.config = config
+        self.target = config.workers or 1
+        self.workers: list[Worker] = []
+        self.to_replace: list[tuple[Worker, str]] = []
+        self.listeners: list[socket.socket] = []
+        self.stopping = False
+        self.broken = False  # --reload: the code does not start; wait for the next change
+        self.exit_code = 0
+        self.interval = heartbeat_interval(config)
+        self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
+        self.done: asyncio.Future[int] = None  # type: ignore[assignment]
+        self._tick_handle: asyncio.TimerHandle | None = None
+        self._booted = False
+
+    # -- running ---------------------------------------------------------------------------
+
+    def run(self) -> int:
+        try:
+            self.listeners = [bind_socket(self.config)]
+        except StartupError as exc:
+            logger.error("%s", exc)
+            return exc.code
+        try:
+            return asyncio.run(self._main())
+        finally:
+            for sock in self.listeners:
+                sock.close()
+            if self.config.uds and os.path.exists(self.config.uds):
+                os.unlink(self.config.uds)
+
+    async def _main(self) -> int:
+        self.loop = asyncio.get_running_loop()
+        self.done = self.loop.create_future()
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGTTIN,
+                    signal.SIGTTOU):
+            self.loop.add_signal_handler(sig, self._on_signal, sig)
+        for sock in self.listeners:
+            logger.info("bivio serving on %s (Press CTRL+C to quit)", listener_url(sock))
+        logger.info("Supervisor [%d] starting %d worker(s)", os.getpid(), self.target)
+        self._maintain()
+        self._booted = True
+        self._tick_handle = self.loop.call_later(TICK, self._tick)
+        watcher: asyncio.Task[None] | None = None
+        stop_watching = asyncio.Event()
+        if self.config.reload:
+            watcher = self.loop.create_task(self._watch(stop_watching))
+        try:
+            code = await self.done
+        finally:
+            if self._tick_handle is not None:
+                self._tick_handle.cancel()
+            if watcher is not None:
+                stop_watching.set()
+                with contextlib.suppress(asyncio.CancelledError, asyncio.TimeoutError):
+                    await asyncio.wait_for(watcher, 5)
+        logger.info("Shutdown complete")
+        return code
+
+    # -- workers ----------------------------------------------------------------------------
+
+    def _spawn(self, reason: str, replaces: Worker | None = None) -> Worker:
+        parent_end, child_end = socket.socketpair()
+        parent_end.setblocking(False)
+        spec = {
+            "app": self.app,
+            "options": worker_options(self.config, self.listeners[0].fileno()),
+            "channel": child_end.fileno(),
+            "interval": self.interval,
+            "max_requests": request_limit(self.config),
+        }
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-c", WORKER_CODE, json.dumps(spec)],
+                pass_fds=(*(s.fileno() for s in self.listeners), child_end.fileno()),
+                stdin=subprocess.DEVNULL, start_new_session=True,
+            )
+        finally:
+            child_end.close()
+        worker = Worker(proc, parent_end, reason, time.monotonic(), replaces=replaces)
+        self.workers.append(worker)
+        self.loop.add_reader(parent_end.fileno(), self._on_channel, worker)
+        logger.info("Started worker [%d] (%s)", worker.pid, reason)
+        return worker
+
+    def _retire(self, worker: Worker) -> None:
+        """Ask ``worker`` to stop accepting and drain (its own graceful shutdown)."""
+        worker.state = "stopping"
+        worker.deadline = (time.monotonic() + self.config.timeout_graceful_shutdown
+                           + DRAIN_MARGIN)
+        self.to_replace = [(w, r) for w, r in self.to_replace if w is not worker]
+        try:
+            worker.channel.send(b"stop\n")
+        except OSError:
+            pass  # already gone: its exit is noticed by the next tick
+
+    def _maintain(self) -> None:
+        """Start or stop workers until ``target`` are starting or ready."""
+        if self.stopping:
+            if not self.workers and not self.done.done():
+                self.done.set_result(self.exit_code)
+            return
+        if self.broken:
+            return
+        live = [w for w in self.workers if w.state in ("starting", "ready")]
+        count = len(live) - sum(1 for w in live if w.replaces is not None)
+        while count < self.target:
+            self._spawn("respawn" if self._booted else "start")
+            count += 1
+        surplus = count - self.target
+        for worker in reversed(live):
+            if surplus <= 0:
+                break
+            if worker.replaces is None:
+                logger.info("Stopping worker [%d] (fewer workers asked)", worker.pid)
+                self._retire(worker)
+                surplus -= 1
+
+    def _advance(self) -> None:
+        """Rolling restart: start the next replacement once the previous one is ready."""
+        if self.stopping or self.broken:
+            return
+        if any(w.state == "starting" and w.replaces is not None for w in self.workers):
+            return
+        while self.to_replace:
+            old, reason = self.to_replace.pop(0)
+            if old in self.workers and old.state == "ready":
+                self._spawn(reason, replaces=old)
+                return
+
+    def _reload_all(self, reason: str) -> None:
+        """Replace every worker, one by one, each new one ready before an old one stops."""
+        self.broken = False
+        for worker in self.workers:
+            if worker.state == "starting":
+                self._retire(worker)  # it may have imported the old code
+        self.to_replace = [(w, reason) for w in self.workers if w.state == "ready"]
+        self._advance()
+        self._maintain()
+
+    def _stop_all(self) -> None:
+        self.stopping = True
+        self.to_replace.clear()
+        for worker in self.workers:
+            if worker.state in ("starting", "ready"):
+                self._retire(worker)
+        self._maintain()
+
+    # -- events -----------------------------------------------------------------------------
+
+    def _on_channel(self, worker: Worker) -> None:
+        try:
+            data = worker.channel.recv(4096)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            worker.eof = True
+            self.loop.remove_reader(worker.channel.fileno())
+            self._check_exit(worker)
+            return
+        worker.buffer += data
+        *lines, worker.buffer = worker.buffer.split(b"\n")
+        for line in lines:
+            if line == b"beat":
+                worker.last_beat = time.monotonic()
+            elif line == b"ready":
+                self._on_ready(worker)
+            elif line == b"recycle":
+                self._on_recycle(worker)
+
+    def _on_ready(self, worker: Worker) -> None:
+        if worker.state != "starting":
+            return
+        worker.state = "ready"
+        worker.last_beat = time.monotonic()
+        logger.info("Worker [%d] ready", worker.pid)
+        old, worker.replaces = worker.replaces, None
+        if old is not None and old in self.workers and old.state == "ready":
+            logger.info("Stopping worker [%d] gracefully (replaced by [%d])", old.pid, worker.pid)
+            self._retire(old)
+        self._advance()
+        self._maintain()
+
+    def _on_recycle(self, worker: Worker) -> None:
+        if self.stopping or worker.state != "ready" or any(w is worker for w, _ in self.to_replace):
+            return
+        logger.info("Worker [%d] reached --limit-max-requests: replacing it", worker.pid)
+        self.to_replace.append((worker, "recycle"))
+        self._advance()
+
+    def _tick(self) -> None:
+        now = time.monotonic()
+        timeout = self.config.timeout_worker_healthcheck
+        for worker in list(self.workers):
+            if self._check_exit(worker):
+                continue
+            if worker.deadline is not None and now >= worker.deadline:
+                if worker.state == "stopping":
+                    logger.warning("Worker [%d] did not stop in time: killing it", worker.pid)
+                worker.deadline = None
+                _kill(worker.pid, signal.SIGKILL)
+            elif worker.state in ("ready", "stopping") and now - worker.last_beat > timeout:
+                logger.error(
+                    "Worker [%d] has not answered for %.1fs (--timeout-worker-healthcheck): "
+                    "its event loop is blocked. Its stack follows; killing it and starting "
+                    "a replacement.", worker.pid, now - worker.last_beat)
+                worker.state = "killing"
+                worker.deadline = now + KILL_GRACE
+                _kill(worker.pid, signal.SIGUSR1)
+        self._tick_handle = self.loop.call_later(TICK, self._tick)
+
+    def _check_exit(self, worker: Worker) -> bool:
+        code = worker.proc.poll()
+        if code is None:
+            return False
+        self.workers.remove(worker)
+        if not worker.eof:
+            self.loop.remove_reader(worker.channel.fileno())
+        worker.channel.close()
+        self.to_replace = [(w, r) for w, r in self.to_replace if w is not worker]
+        for other in self.workers:
+            if other.replaces is worker:
+                other.replaces = None  # the old one is gone; the new one simply takes over
+        how = describe_exit(code)
+        if worker.state == "starting":
+            self._boot_failed(worker, code, how)
+        elif worker.state == "stopping":
+            logger.info("Worker [%d] stopped (%s)", worker.pid, how)
+        elif worker.state == "killing":
+            logger.info("Worker [%d] killed (%s)", worker.pid, how)
+        elif self.stopping:
+            logger.info("Worker [%d] exited (%s)", worker.pid, how)
+        else:
+            logger.error("Worker [%d] died unexpectedly (%s): starting a replacement",
+                         worker.pid, how)
+        self._maintain()
+        self._advance()
+        return True
+
+    def _boot_failed(self, worker: Worker, code: int, how: str) -> None:
+        """A worker exited before it was ready: never respawn it blindly."""
+        if self.stopping:
+            logger.info("Worker [%d] exited before it was ready (%s)", worker.pid, how)
+            return
+        if self.config.reload:
+            self.broken = True
+            self.to_replace.clear()
+            logger.error("Worker [%d] failed to start (%s; the reason is above). Waiting for "
+                         "a file change to try again.", worker.pid, how)
+            return
+        if worker.reason == "reload":
+            self.to_replace.clear()
+            logger.error("Reload aborted: the new worker [%d] failed to start (%s; the reason "
+                         "is above). The running workers keep serving.", worker.pid, how)
+            return
+        logger.error("Worker [%d] failed to start (%s; the reason is above): stopping bivio",
+                     worker.pid, how)
+        self.exit_code = code if code in (EXIT_LOAD_ERROR, EXIT_STARTUP_FAILED) \
+            else EXIT_WORKER_FAILED
+        self._stop_all()
+
+    def _on_signal(self, sig: int) -> None:
+        name = signal.Signals(sig).name
+        if sig in (signal.SIGINT, signal.SIGTERM):
+            if self.stopping:
+                logger.warning("Second %s: closing every connection now", name)
+                for worker in self.workers:
+                    _kill(worker.pid, signal.SIGTERM)  # a worker's second signal forces
+                return
+            logger.info("Received %s, shutting down gracefully", name)
+            self._stop_all()
+            return
+        if self.stopping:
+            return
+        if sig == signal.SIGHUP:
+            logger.info("Received SIGHUP: replacing the workers one by one")
+            self._reload_all("reload")
+        elif sig == signal.SIGTTIN:
+            self.target += 1
+            logger.info("Received SIGTTIN: %d worker(s) now", self.target)
+            self._maintain()
+        elif sig == signal.SIGTTOU:
+            if self.target <= 1:
+                logger.warning("Received SIGTTOU: already at one worker")
+                return
+            self.target -= 1
+            logger.info("Received SIGTTOU: %d worker(s) now", self.target)
+            self._maintain()
+
+    async def _watch(self, stop: asyncio.Event) -> None:
+        import watchfiles
+
+        dirs = [str(Path(d).resolve()) for d in (self.config.reload_dir or (self.config.app_dir,))]
+        missing = [d for d in dirs if not os.path.isdir(d)]
+        if missing:
+            logger.error("--reload-dir: no such directory: %s", ", ".join(missing))
+            dirs = [d for d in dirs if d not in missing]
+            if not dirs:
+                return
+        logger.info("Watching for changes in %s", ", ".join(dirs))
+        watch_filter = ReloadFilter(self.config.reload_include, self.config.reload_exclude)
+        async for changes in watchfiles.awatch(*dirs, watch_filter=watch_filter, debounce=400,
+                                               step=50, stop_event=stop):
+            if self.stopping:
+                return
+            names = sorted({os.path.relpath(path) for _, path in changes})
+            logger.info("Changes detected in %s: reloading", ", ".join(names[:5])
+                        + (f" and {len(names) - 5} more" if len(names) > 5 else ""))
+            self._reload_all("reload")
+
+
+def _kill(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass  # already gone
+
+
+def supervise(app: Any, config: Config) -> int:
+    """Run the supervisor for ``app`` (an import string); return the exit code."""
+    if not isinstance(app, str):
+        raise ConfigError("--workers, --reload and --limit-max-requests need the app as an "
+                          "import string 'module:attr': every worker imports it")
+    return Supervisor(app, config).run()

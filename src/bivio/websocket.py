@@ -1,0 +1,478 @@
+"""WebSocket connections (RFC 6455) on websockets' sans-I/O ``ServerProtocol``.
+
+This is a connection protocol, like :mod:`bivio.http1`: it knows frames,
+close codes, keepalive pings, permessage-deflate, limits and timeouts, and
+nothing about ASGI. The HTTP/1.1 protocol parses the upgrade request; an
+adapter that wants to speak WebSocket asks its stream for a
+:class:`WebSocket` (``stream.open_websocket()``), decides whether to accept,
+and then exchanges whole messages through :meth:`WebSocket.receive`,
+:meth:`WebSocket.send` and :meth:`WebSocket.close`.
+
+Why websockets' ``ServerProtocol`` rather than wsproto: both are sans-I/O and
+correct, but websockets unmasks frames in C (``websockets.speedups``) and its
+permessage-deflate is the one the most-used Python client ships, so the two
+ends of the common case are tested against each other daily. Framing,
+control frames, close-code validation, the size limit (1009) and deflate are
+the library's; what is ours is what a server adds around it:
+
+- message assembly, with UTF-8 validated fragment by fragment (a bad text
+  fragment fails the connection with 1007 before the message ends);
+- backpressure both ways: reading pauses while :data:`QUEUE_HIGH` messages
+  wait for the app, and :meth:`WebSocket.send` waits while the transport's
+  write buffer is above its high-water mark;
+- keepalive pings, the closing-handshake timeout and graceful shutdown (1012).
+
+A close frame in the middle of a fragmented message ends the message and is
+answered like any close (Autobahn 7.1.5 expects the client's 1000 echoed, not
+1002): the unfinished message is dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import os
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from websockets.datastructures import Headers as WSHeaders
+from websockets.exceptions import InvalidHeader, ProtocolError
+from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
+from websockets.frames import Frame, Opcode
+from websockets.headers import parse_subprotocol
+from websockets.http11 import Request
+from websockets.protocol import State
+from websockets.server import ServerProtocol
+
+from .stream import ClientDisconnected, Headers
+
+if TYPE_CHECKING:
+    from .context import ServerContext
+
+CLOSE_TIMEOUT = 10.0  # seconds to wait for the peer's side of the closing handshake
+QUEUE_HIGH = 16  # received messages buffered for the app before reading pauses
+QUEUE_LOW = 4  # ... and resumes once the app has caught up to this many
+
+_TEXT, _BINARY, _CONT = Opcode.TEXT, Opcode.BINARY, Opcode.CONT
+_CLOSE, _PONG = Opcode.CLOSE, Opcode.PONG
+_OPEN, _CLOSING, _CLOSED = State.OPEN, State.CLOSING, State.CLOSED
+
+
+class WebSocketClosed(Exception):
+    """The connection is closed: no message will follow. ``code`` is what the app sees."""
+
+    def __init__(self, code: int, reason: str = "") -> None:
+        super().__init__(code, reason)
+        self.code = code
+        self.reason = reason
+
+
+class _ServerProtocol(ServerProtocol):
+    """websockets' server protocol, with the subprotocol chosen by the app."""
+
+    chosen: str | None = None
+
+    def select_subprotocol(self, subprotocols):  # type: ignore[no-untyped-def,override]
+        # The application decides (ASGI ``websocket.accept``), not a server list.
+        return self.chosen
+
+    def recv_frame(self, frame: Frame) -> None:
+        if frame.opcode is _CLOSE and self.current_size is not None:
+            # A close frame ends an unfinished fragmented message: the close is
+            # valid (control frames may interleave), the message is abandoned.
+            self.current_size = None
+        super().recv_frame(frame)
+
+
+def deflate_factory() -> ServerPerMessageDeflateFactory:
+    """permessage-deflate with a 4 KiB window (as websockets' own server) and memLevel 8.
+
+    websockets picks memLevel 5 to save memory; on incompressible payloads
+    (Autobahn 12.5.*) that halves compression speed, and the compressor is the
+    server's main cost there. memLevel 8 (zlib's default) costs about 112 KiB
+    more per compressing connection and doubles throughput.
+    """
+    return ServerPerMessageDeflateFactory(
+        server_max_window_bits=12, client_max_window_bits=12, compress_settings={"memLevel": 8}
+    )
+
+
+class WebSocket(asyncio.Protocol):
+    """One WebSocket connection, from the upgrade request to the closed socket.
+
+    Created by the HTTP/1.1 protocol for an upgrade request. Until
+    :meth:`accept`, the HTTP/1.1 connection still owns the socket (a denial is
+    an ordinary HTTP response on the stream); :meth:`accept` writes the 101,
+    and the connection hands the transport over to this object.
+    """
+
+    def __init__(
+        self,
+        ctx: ServerContext,
+        transport: asyncio.Transport,
+        loop: asyncio.AbstractEventLoop,
+        target: str,
+        headers: Headers,
+        on_accept: Callable[[WebSocket], bytes],
+    ) -> None:
+        config = ctx.config
+        self.ctx = ctx
+        self.transport = transport
+        self.loop = loop
+        self._on_accept = on_accept
+        self._ping_interval = config.ws_ping_interval
+        self._ping_timeout = config.ws_ping_timeout
+        extensions = [deflate_factory()] if config.ws_per_message_deflate else None
+        self._proto = _ServerProtocol(extensions=extensions, max_size=config.ws_max_size)
+        self._request = Request(
+            target, WSHeaders([(n.decode("latin-1"), v.decode("latin-1")) for n, v in headers])
+        )
+        self.subprotocols: list[str] = []
+        self.handshake_error: tuple[int, str] | None = None
+        self._check_handshake(headers)
+        self.accepted = False
+        self._messages: deque[str | bytes] = deque()
+        self._receiver: asyncio.Future[None] | None = None
+        self._frag_text = False
+        self._frag_parts: list[bytes] | list[str] = []
+        self._decoder: codecs.IncrementalDecoder | None = None
+        self._failed_code: int | None = None
+        self._lost = False
+        self._reading_paused = True  # HTTP/1.1 paused reading at the upgrade
+        self.write_paused = False
+        self._drain_waiters: list[asyncio.Future[None]] = []
+        self._ping_timer: asyncio.TimerHandle | None = None
+        self._pong_timer: asyncio.TimerHandle | None = None
+        self._ping_payload: bytes | None = None
+        self._close_timer: asyncio.TimerHandle | None = None
+
+    # -- opening handshake ---------------------------------------------------------------
+
+    def _check_handshake(self, headers: Headers) -> None:
+        """Validate the request now, so an invalid one never reaches the app."""
+        response = self._proto.accept(self._request)
+        if response.status_code != 101:
+            self.handshake_error = (response.status_code, response.body.decode("utf-8", "replace"))
+            return
+        try:
+            for name, value in headers:
+                if name == b"sec-websocket-protocol":
+                    self.subprotocols += parse_subprotocol(value.decode("latin-1"))
+        except InvalidHeader as exc:
+            self.handshake_error = (400, f"Invalid Sec-WebSocket-Protocol header: {exc}\n")
+
+    async def accept(self, subprotocol: str | None, headers: Headers) -> None:
+        """Send the 101 (with the app's subprotocol and headers) and start speaking WebSocket."""
+        if self.accepted:
+            raise RuntimeError("WebSocket already accepted")
+        proto = self._proto
+        proto.chosen = subprotocol
+        response = proto.accept(self._request)
+        if response.status_code != 101:  # pragma: no cover - validated in __init__
+            raise RuntimeError("WebSocket handshake failed")
+        del response.headers["Date"]  # ours comes with the server's default headers
+        for name, value in headers:
+            lname = name.lower()
+            if lname in (b"sec-websocket-protocol", b"sec-websocket-extensions",
+                         b"sec-websocket-accept", b"upgrade", b"connection"):
+                continue  # the handshake's own headers are the protocol's to set
+            if b"\r" in name or b"\n" in name or b"\r" in value or b"\n" in value:
+                raise ValueError(f"invalid response header {name!r}")
+            response.headers[name.decode("latin-1")] = value.decode("latin-1")
+        proto.send_response(response)
+        head = b"".join(proto.data_to_send())
+        # The request was parsed by HTTP/1.1, not by the protocol, whose parser still
+        # waits for one: restart it, now in the OPEN state, where it reads frames.
+        proto.parser = proto.parse()
+        next(proto.parser)
+        leftover = self._on_accept(self)  # raises ClientDisconnected if the client left
+        self.transport.write(head[:-2] + self.ctx.default_headers + b"\r\n")
+        self.accepted = True
+        self.ctx.connections.add(self)
+        self._schedule_ping()
+        if leftover:
+            self.data_received(leftover)
+        self._resume_reading()
+
+    # -- asyncio.Protocol (after the switch) -----------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        proto = self._proto
+        proto.receive_data(data)
+        for frame in proto.events_received():
+            if self._failed_code is not None:
+                break
+            self._on_frame(frame)
+        self._flush()
+        if proto.state is not _OPEN:
+            self._wake()  # closing: a waiting receive() must see it
+
+    def eof_received(self) -> bool | None:
+        self._proto.receive_eof()
+        self._flush()
+        self._wake()
+        return None  # let the transport close
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._lost = True
+        self.ctx.connections.discard(self)
+        for timer in (self._ping_timer, self._pong_timer, self._close_timer):
+            if timer is not None:
+                timer.cancel()
+        self._ping_timer = self._pong_timer = self._close_timer = None
+        if self._proto.state is not _CLOSED:
+            self._proto.receive_eof()
+            self._proto.data_to_send()
+        self.write_paused = False
+        self._wake()
+        waiters, self._drain_waiters = self._drain_waiters, []
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(None)
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        waiters, self._drain_waiters = self._drain_waiters, []
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(None)
+
+    # -- frames to messages --------------------------------------------------------------
+
+    def _on_frame(self, frame: Frame) -> None:
+        opcode = frame.opcode
+        if opcode is _TEXT:
+            if frame.fin:
+                try:
+                    self._deliver(bytes(frame.data).decode("utf-8"))
+                except UnicodeDecodeError:
+                    self._fail(1007, "invalid UTF-8 in a text message")
+                return
+            self._frag_text = True
+            self._decoder = codecs.getincrementaldecoder("utf-8")()
+            self._frag_parts = []
+            self._append_text(frame.data, False)
+        elif opcode is _BINARY:
+            if frame.fin:
+                self._deliver(bytes(frame.data))
+                return
+            self._frag_text = False
+            self._frag_parts = [bytes(frame.data)]
+        elif opcode is _CONT:
+            if self._frag_text:
+                self._append_text(frame.data, frame.fin)
+            else:
+                self._frag_parts.append(bytes(frame.data))  # type: ignore[arg-type]
+            if frame.fin and self._failed_code is None:
+                parts, self._frag_parts = self._frag_parts, []
+                self._deliver("".join(parts) if self._frag_text else b"".join(parts))  # type: ignore[arg-type]
+                self._decoder = None
+        elif opcode is _PONG:
+            if self._ping_payload is not None and frame.data == self._ping_payload:
+                self._ping_payload = None
+                if self._pong_timer is not None:
+                    self._pong_timer.cancel()
+                    self._pong_timer = None
+                self._schedule_ping()
+        elif opcode is _CLOSE:
+            self._frag_parts = []
+            self._decoder = None
+            self._wake()
+        # PING: the protocol already queued the pong; _flush() writes it.
+
+    def _append_text(self, data: bytes, final: bool) -> None:
+        decoder = self._decoder
+        assert decoder is not None
+        try:
+            text = decoder.decode(data, final)
+        except UnicodeDecodeError:
+            self._fail(1007, "invalid UTF-8 in a text message")
+            return
+        if text:
+            self._frag_parts.append(text)  # type: ignore[arg-type]
+
+    def _deliver(self, message: str | bytes) -> None:
+        self._messages.append(message)
+        self._wake()
+        if len(self._messages) >= QUEUE_HIGH and self._proto.state is _OPEN:
+            self._pause_reading()
+
+    def _wake(self) -> None:
+        fut = self._receiver
+        if fut is not None and not fut.done():
+            fut.set_result(None)
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def _flush(self) -> None:
+        """Write what the protocol produced; an empty chunk means: our side is done."""
+        transport = self.transport
+        for data in self._proto.data_to_send():
+            if self._lost:
+                break
+            if data:
+                transport.write(data)
+            else:
+                self._half_close()
+        if self._close_timer is None and not self._lost and self._proto.close_expected():
+            self._close_timer = self.loop.call_later(CLOSE_TIMEOUT, self._on_close_timeout)
+
+    def _half_close(self) -> None:
+        """Server side of the closing handshake: FIN now, then wait for the client's."""
+        self._resume_reading()  # the client's EOF must be seen
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        else:
+            self.transport.close()
+        if self._close_timer is None:
+            self._close_timer = self.loop.call_later(CLOSE_TIMEOUT, self._on_close_timeout)
+
+    def _on_close_timeout(self) -> None:
+        self._close_timer = None
+        if not self._lost:
+            self.transport.abort()
+
+    def _fail(self, code: int, reason: str) -> None:
+        """Fail the connection (RFC 6455 7.1.7): close frame, FIN, discard the rest."""
+        if self._failed_code is None and self._proto.state is _OPEN:
+            self._failed_code = code
+        self._frag_parts = []
+        self._decoder = None
+        self._proto.fail(code, reason)
+        self._flush()
+        self._wake()
+
+    async def _drain(self) -> None:
+        if self.write_paused and not self._lost:
+            fut = self.loop.create_future()
+            self._drain_waiters.append(fut)
+            await fut
+
+    # -- the adapter's side ------------------------------------------------------------------
+
+    @property
+    def closed_code(self) -> tuple[int, str] | None:
+        """(code, reason) the app should see once no more messages can come, else None."""
+        proto = self._proto
+        if proto.close_rcvd is not None:
+            return proto.close_rcvd.code, proto.close_rcvd.reason
+        if self._failed_code is not None:
+            sent = proto.close_sent
+            return self._failed_code, sent.reason if sent is not None else ""
+        sent = proto.close_sent
+        if sent is not None and proto.parser_exc is not None \
+                and not isinstance(proto.parser_exc, EOFError):
+            return sent.code, sent.reason  # the client broke the protocol (1002, 1009, ...)
+        if self._lost or proto.state is _CLOSED:
+            return 1006, ""
+        return None
+
+    async def receive(self) -> str | bytes:
+        """The next message; raises :class:`WebSocketClosed` once none can follow."""
+        while True:
+            messages = self._messages
+            if messages:
+                message = messages.popleft()
+                if self._reading_paused and len(messages) <= QUEUE_LOW:
+                    self._resume_reading()
+                return message
+            closed = self.closed_code
+            if closed is not None:
+                raise WebSocketClosed(*closed)
+            fut = self._receiver = self.loop.create_future()
+            try:
+                await fut
+            finally:
+                self._receiver = None
+
+    async def send(self, data: str | bytes) -> None:
+        """Send one message; waits while the client does not read."""
+        proto = self._proto
+        if proto.state is not _OPEN or self._lost:
+            raise ClientDisconnected("the WebSocket is closed")
+        if isinstance(data, str):
+            proto.send_text(data.encode("utf-8"))
+        else:
+            proto.send_binary(data)
+        self._flush()
+        if self.write_paused:
+            await self._drain()
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        """Start the closing handshake (no-op if it already started)."""
+        if self._proto.state is not _OPEN or self._lost:
+            return
+        if len(reason.encode("utf-8")) > 123:
+            raise ValueError("a WebSocket close reason is at most 123 bytes of UTF-8")
+        try:
+            self._proto.send_close(code, reason)
+        except ProtocolError as exc:
+            raise ValueError(f"invalid WebSocket close code {code!r}: {exc}") from None
+        self._flush()
+        self._resume_reading()  # the client's close frame must get through
+
+    def abort(self) -> None:
+        if not self._lost:
+            self.transport.abort()
+
+    # -- keepalive -------------------------------------------------------------------------
+
+    def _schedule_ping(self) -> None:
+        if self._ping_interval > 0 and not self._lost:
+            if self._ping_timer is not None:
+                self._ping_timer.cancel()
+            self._ping_timer = self.loop.call_later(self._ping_interval, self._send_ping)
+
+    def _send_ping(self) -> None:
+        self._ping_timer = None
+        if self._lost or self._proto.state is not _OPEN:
+            return
+        payload = os.urandom(4)
+        self._ping_payload = payload
+        self._proto.send_ping(payload)
+        self._flush()
+        if self._ping_timeout > 0:
+            self._pong_timer = self.loop.call_later(self._ping_timeout, self._on_pong_timeout)
+        else:
+            self._schedule_ping()
+
+    def _on_pong_timeout(self) -> None:
+        self._pong_timer = None
+        if not self._lost and self._proto.state is _OPEN:
+            self._fail(1011, "keepalive ping timeout")
+
+    # -- flow control and shutdown ------------------------------------------------------------
+
+    def _pause_reading(self) -> None:
+        if not self._reading_paused and not self._lost:
+            self._reading_paused = True
+            self.transport.pause_reading()
+
+    def _resume_reading(self) -> None:
+        if self._reading_paused and not self._lost:
+            self._reading_paused = False
+            self.transport.resume_reading()
+
+    def is_idle(self) -> bool:
+        return self._lost
+
+    def pause_intake(self) -> None:
+        """Intake pauses new HTTP requests; a WebSocket has none (see context.py)."""
+
+    def resume_intake(self) -> None:
+        """See :meth:`pause_intake`."""
+
+    def shutdown(self) -> None:
+        """Graceful shutdown: close with 1012 (service restart) after what was already sent."""
+        if self.accepted and self._proto.state is _OPEN and not self._lost:
+            self._proto.send_close(1012, "Service Restart")
+            self._flush()
+            self._resume_reading()
+
+    def _close(self) -> None:
+        if not self._lost:
+            self.transport.close()

@@ -1,0 +1,808 @@
+"""The WSGI adapter: runs a PEP 3333 application over any stream, on a thread pool.
+
+Like :mod:`bivio.asgi` it sits on the stream contract (:mod:`bivio.stream`) and
+knows nothing about HTTP/1.1 framing, so it runs unchanged over HTTP/2 later.
+
+How a request flows, and why it is shaped this way:
+
+- The loop-side handler first takes a *slot* in the worker's thread pool. When
+  every thread is busy it waits and asks the server context to pause intake
+  (:meth:`bivio.context.ServerContext.pause_intake`): connections stop reading new
+  requests, so saturation leaves unread requests in the kernel's socket buffers
+  instead of an unbounded queue in memory. Intake resumes once a quarter of the
+  pool is free again (hysteresis: saturation does not flip per request).
+- The app runs in a pool thread; everything the app does that needs the socket
+  (reading ``wsgi.input``, writing the response) goes through one small
+  :class:`_Exchange` per request: the thread appends items (head, data, file,
+  read request, end) under a lock and wakes the loop with
+  ``call_soon_threadsafe`` only when the loop side is idle; the loop side drains
+  every queued item in one go. A response that is a list of bytes costs exactly
+  one hop back to the loop; a generator costs one hop per chunk only when the
+  loop keeps up, because chunks produced while the loop is busy travel together.
+- Backpressure both ways: the thread blocks once ``HIGH_WATER`` response bytes are
+  queued and resumes at ``LOW_WATER``; ``wsgi.input`` holds at most one chunk
+  beyond what the app asked for, and the protocol pauses the socket while the
+  stream's own buffer is full.
+- A client that goes away turns the app's next ``wsgi.input`` read or
+  ``write``/yield into :class:`bivio.stream.ClientDisconnected` (an ``OSError``),
+  so a thread blocked on a vanished client is freed; ``close()`` is always called
+  in the app's thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import queue
+import re
+import stat
+import tempfile
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from types import TracebackType
+from typing import Any
+from urllib.parse import unquote_to_bytes
+
+from .config import Config
+from .logs import logger
+from .stream import ClientDisconnected, Headers, Stream, send_plain
+
+HIGH_WATER = 256 * 1024  # queued response bytes before the app's write/yield blocks
+LOW_WATER = 64 * 1024
+SPOOL_MEMORY = 1024 * 1024  # chunked request body kept in memory before spilling to disk
+
+# Items an app thread posts to the loop (first element of each tuple).
+_START, _DATA, _FILE, _READ, _END, _FAIL = range(6)
+
+HOP_BY_HOP = frozenset({
+    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
+    "trailer", "trailers", "transfer-encoding", "upgrade",
+})
+_STATUS = re.compile(r"([2-9][0-9][0-9])(?: [^\x00-\x1f\x7f]*)?")
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
+
+
+def default_threads() -> int:
+    """``--threads`` default: Python's own choice for I/O-bound pools (ThreadPoolExecutor)."""
+    return min(32, (os.cpu_count() or 1) + 4)
+
+
+class WSGIError(Exception):
+    """The application broke the WSGI contract; the message is the log line."""
+
+
+# -- the loop <-> thread hand-off ---------------------------------------------------------
+
+
+def _wake(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+class _Exchange:
+    """One request's mailbox between its app thread and the loop.
+
+    The thread calls :meth:`post`, :meth:`read` and :meth:`send_file`; the loop
+    runs :meth:`pump`. Only ``items``/``pending``/``waiter``/``result`` are shared,
+    always under ``lock``; a thread that must wait uses a condition created on
+    first need (most requests never wait).
+    """
+
+    __slots__ = ("loop", "stream", "lock", "cond", "items", "pending", "waiter", "gone",
+                 "result", "has_result", "thread_waiting")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, stream: Stream) -> None:
+        self.loop = loop
+        self.stream = stream
+        self.lock = threading.Lock()
+        self.cond: threading.Condition | None = None
+        self.items: list[tuple[Any, ...]] = []
+        self.pending = 0  # response bytes posted but not yet handed to the stream
+        self.waiter: asyncio.Future[None] | None = None
+        self.gone = False  # client disconnected or response aborted: posts raise
+        self.result: Any = None
+        self.has_result = False
+        self.thread_waiting = False
+
+    # -- thread side -----------------------------------------------------------------
+
+    def post(self, *items: tuple[Any, ...], size: int = 0) -> None:
+        """Queue items for the loop; block while too much response data is queued."""
+        with self.lock:
+            if self.gone or self.stream.disconnected:
+                self.gone = True
+                raise ClientDisconnected("client disconnected")
+            self.items.extend(items)
+            self.pending += size
+            fut, self.waiter = self.waiter, None
+            full = self.pending > HIGH_WATER
+        if fut is not None:
+            self.loop.call_soon_threadsafe(_wake, fut)
+        if full:
+            self._wait(lambda: self.pending <= LOW_WATER)
+
+    def _wait(self, ready: Callable[[], bool]) -> None:
+        with self.lock:
+            if self.cond is None:
+                self.cond = threading.Condition(self.lock)
+            self.thread_waiting = True
+            try:
+                while not ready() and not self.gone:
+                    self.cond.wait()
+            finally:
+                self.thread_waiting = False
+            if self.gone and not self.has_result:
+                raise ClientDisconnected("client disconnected")
+
+    def call(self, item: tuple[Any, ...]) -> Any:
+        """Post ``item`` and wait for the loop's answer (a body chunk, a file sent)."""
+        self.post(item)
+        self._wait(lambda: self.has_result)
+        with self.lock:
+            result, self.result, self.has_result = self.result, None, False
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    # -- loop side ---------------------------------------------------------------------
+
+    def _answer(self, result: Any) -> None:
+        with self.lock:
+            self.result = result
+            self.has_result = True
+            if self.cond is not None:
+                self.cond.notify_all()
+
+    def _abandon(self) -> None:
+        """The response can go no further: wake a waiting thread so it sees the error."""
+        with self.lock:
+            self.gone = True
+            if self.cond is not None:
+                self.cond.notify_all()
+
+    def _sent(self, size: int) -> None:
+        with self.lock:
+            self.pending -= size
+            if self.thread_waiting and self.pending <= LOW_WATER and self.cond is not None:
+                self.cond.notify_all()
+
+    async def pump(self) -> None:
+        """Carry out what the thread posts until it posts ``_END``."""
+        stream = self.stream
+        lock = self.lock
+        while True:
+            with lock:
+                items = self.items
+                if items:
+                    self.items = []
+                else:
+                    fut = self.waiter = self.loop.create_future()
+            if not items:
+                await fut
+                continue
+            i = 0
+            count = len(items)
+            while i < count:
+                item = items[i]
+                tag = item[0]
+                i += 1
+                if tag == _DATA:
+                    data = item[1]
+                    if i < count and items[i][0] == _DATA:  # coalesce what is already here
+                        parts = [data]
+                        while i < count and items[i][0] == _DATA:
+                            parts.append(items[i][1])
+                            i += 1
+                        data = b"".join(parts)
+                    last = i < count and items[i][0] == _END
+                    if not self.gone:
+                        try:
+                            await stream.send_body(data, not last)
+                        except ClientDisconnected:
+                            self._abandon()
+                        except Exception as exc:  # e.g. more than the announced Content-Length
+                            logger.error("WSGI response could not be sent: %s", exc)
+                            stream.abort()
+                            self._abandon()
+                    self._sent(len(data))
+                elif tag == _START:
+                    if not self.gone:
+                        try:
+                            await stream.start_response(item[1], item[2])
+                        except ClientDisconnected:
+                            self._abandon()
+                elif tag == _READ:
+                    try:
+                        self._answer(await stream.receive_body())
+                    except ClientDisconnected as exc:
+                        self._answer(exc)
+                elif tag == _FILE:
+                    try:
+                        if self.gone:
+                            raise ClientDisconnected("client disconnected")
+                        await stream.send_file(item[1], item[2], item[3])
+                    except Exception as exc:
+                        self._abandon()
+                        self._answer(exc)
+                    else:
+                        self._answer(None)
+                elif tag == _FAIL:
+                    self._abandon()
+                    if not stream.disconnected:
+                        if stream.response_started:
+                            stream.abort()  # the head is out: only closing tells the client
+                        else:
+                            try:
+                                await send_plain(stream, 500, "Internal Server Error")
+                            except (ClientDisconnected, RuntimeError, ValueError):
+                                stream.abort()
+                else:  # _END
+                    if stream.response_complete or stream.disconnected:
+                        return
+                    try:
+                        if not stream.response_started:
+                            # Only when the app swallowed a broken read and then stopped.
+                            await send_plain(stream, 500, "Internal Server Error")
+                        elif self.gone:
+                            stream.abort()
+                        else:
+                            await stream.send_body(b"", False)
+                    except (ClientDisconnected, RuntimeError, ValueError):
+                        stream.abort()
+                    return
+
+
+# -- wsgi.input ----------------------------------------------------------------------------
+
+
+class WSGIInput:
+    """``wsgi.input``: the request body, pulled from the socket as the app reads.
+
+    Holds at most one chunk beyond what the app asked for; ``read()`` without a
+    size reads everything, because the app asked for everything. Reading past the
+    end returns ``b""``. A client that disconnects mid-body raises
+    :class:`bivio.stream.ClientDisconnected` (an ``OSError``, what Django and
+    Werkzeug expect from a broken upload).
+    """
+
+    def __init__(self, exchange: _Exchange | None) -> None:
+        self._exchange = exchange
+        self._buf = bytearray()
+        self._eof = exchange is None
+
+    def _fill(self) -> bool:
+        """Fetch one more chunk; False at the end of the body."""
+        while not self._eof:
+            chunk, more = self._exchange.call((_READ,))  # type: ignore[union-attr]
+            if not more:
+                self._eof = True
+            if chunk:
+                self._buf += chunk
+                return True
+        return False
+
+    def _take(self, n: int) -> bytes:
+        buf = self._buf
+        if n >= len(buf):
+            data = bytes(buf)
+            buf.clear()
+        else:
+            data = bytes(buf[:n])
+            del buf[:n]
+        return data
+
+    def read(self, size: int | None = -1) -> bytes:
+        if size is None or size < 0:
+            while self._fill():
+                pass
+            return self._take(len(self._buf))
+        while len(self._buf) < size and self._fill():
+            pass
+        return self._take(size)
+
+    def read1(self, size: int = -1) -> bytes:
+        """At most one chunk, without waiting for more (for spooling)."""
+        if not self._buf:
+            self._fill()
+        return self._take(len(self._buf) if size is None or size < 0 else size)
+
+    def readline(self, limit: int | None = -1) -> bytes:
+        if limit is None:
+            limit = -1
+        start = 0
+        while True:
+            pos = self._buf.find(b"\n", start)
+            if pos >= 0:
+                end = pos + 1
+                break
+            start = len(self._buf)
+            if 0 <= limit <= start or not self._fill():
+                end = len(self._buf)
+                break
+        if 0 <= limit < end:
+            end = limit
+        return self._take(end)
+
+    def readlines(self, hint: int | None = -1) -> list[bytes]:
+        lines = []
+        total = 0
+        while True:
+            line = self.readline()
+            if not line:
+                return lines
+            lines.append(line)
+            total += len(line)
+            if hint is not None and 0 < hint <= total:
+                return lines
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self
+
+    def __next__(self) -> bytes:
+        line = self.readline()
+        if not line:
+            raise StopIteration
+        return line
+
+
+class ErrorStream:
+    """``wsgi.errors``: text written by the app goes to the server log, one record a line."""
+
+    def __init__(self) -> None:
+        self._partial = ""
+
+    def write(self, text: str) -> int:
+        if not isinstance(text, str):
+            raise TypeError(f"wsgi.errors.write() takes str, not {type(text).__name__}")
+        lines = (self._partial + text).split("\n")
+        self._partial = lines.pop()
+        for line in lines:
+            logger.error("%s", line)
+        return len(text)
+
+    def writelines(self, seq: Iterable[str]) -> None:
+        for text in seq:
+            self.write(text)
+
+    def flush(self) -> None:
+        if self._partial:
+            logger.error("%s", self._partial)
+            self._partial = ""
+
+
+class FileWrapper:
+    """``wsgi.file_wrapper``: a real file goes out with ``os.sendfile``; others are read."""
+
+    def __init__(self, filelike: Any, blksize: int = 8192) -> None:
+        self.filelike = filelike
+        self.blksize = blksize
+        if hasattr(filelike, "close"):
+            self.close = filelike.close
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self
+
+    def __next__(self) -> bytes:
+        data = self.filelike.read(self.blksize)
+        if data:
+            return data
+        raise StopIteration
+
+
+def _real_file(wrapper: FileWrapper) -> tuple[int, int, int] | None:
+    """``(fd, offset, size left)`` when the wrapped object is a regular file, else None."""
+    filelike = wrapper.filelike
+    try:
+        fd = filelike.fileno()
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        offset = filelike.tell() if hasattr(filelike, "tell") else 0
+        return fd, offset, max(0, os.fstat(fd).st_size - offset)
+    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+        return None
+
+
+# -- the thread pool ---------------------------------------------------------------------
+
+
+class ThreadPool:
+    """Threads started on demand up to ``size``; the loop never submits more jobs than that."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self.threads: list[threading.Thread] = []
+
+    def submit(self, job: Callable[[], None], busy: int) -> None:
+        if busy > len(self.threads):
+            thread = threading.Thread(target=self._work, daemon=True,
+                                      name=f"bivio-wsgi-{len(self.threads) + 1}")
+            self.threads.append(thread)
+            thread.start()
+        self.jobs.put(job)
+
+    def _work(self) -> None:
+        get = self.jobs.get
+        while True:
+            job = get()
+            if job is None:
+                return
+            job()
+            del job
+
+    def shutdown(self) -> None:
+        for _ in self.threads:
+            self.jobs.put(None)
+        self.threads = []
+
+
+# -- the handler ---------------------------------------------------------------------------
+
+
+_KEYS: dict[bytes, str] = {}  # header name -> environ key, filled as names are seen
+
+
+def _environ_key(name: bytes) -> str:
+    key = _KEYS.get(name)
+    if key is None:
+        key = "HTTP_" + name.decode("latin-1").upper().replace("-", "_")
+        if len(_KEYS) < 1024:
+            _KEYS[name] = key
+    return key
+
+
+class WSGIHandler:
+    """Turns each stream into a WSGI call on the pool (see the module docstring)."""
+
+    def __init__(self, app: Any, config: Config) -> None:
+        self.app = app
+        self.config = config
+        self.root_path = config.root_path
+        self.size = config.threads or default_threads()
+        self.pool = ThreadPool(self.size)
+        self.free = self.size
+        self.resume_at = max(1, self.size // 4)
+        self.waiters: deque[asyncio.Future[None]] = deque()
+        self.ctx: Any = None
+        logger.info("WSGI application: %d thread%s per worker", self.size,
+                    "" if self.size == 1 else "s")
+        self.base_environ: dict[str, Any] = {
+            "SCRIPT_NAME": self.root_path,
+            "wsgi.version": (1, 0),
+            "wsgi.multithread": self.size > 1,
+            "wsgi.multiprocess": int(getattr(config, "workers", None) or 1) > 1,
+            "wsgi.run_once": False,
+            "wsgi.file_wrapper": FileWrapper,
+            "wsgi.input_terminated": True,
+        }
+
+    def bind(self, ctx: Any) -> None:
+        """Give the handler the server context, for pausing intake while saturated."""
+        self.ctx = ctx
+
+    def shutdown(self) -> None:
+        self.pool.shutdown()
+
+    # -- slots -------------------------------------------------------------------------
+
+    async def _take_slot(self) -> None:
+        fut = asyncio.get_running_loop().create_future()
+        self.waiters.append(fut)
+        if self.ctx is not None:
+            self.ctx.pause_intake()
+        try:
+            await fut  # the slot is handed over by _release_slot
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():
+                self._release_slot()
+            else:
+                self.waiters.remove(fut)
+            raise
+
+    def _release_slot(self) -> None:
+        waiters = self.waiters
+        while waiters:
+            fut = waiters.popleft()
+            if not fut.done():
+                fut.set_result(None)
+                return
+        self.free += 1
+        ctx = self.ctx
+        if ctx is not None and ctx.intake_paused and self.free >= self.resume_at:
+            ctx.resume_intake()
+
+    # -- a request -----------------------------------------------------------------------
+
+    async def __call__(self, stream: Stream) -> None:
+        if self.free:
+            self.free -= 1
+        else:
+            await self._take_slot()
+        exchange = _Exchange(asyncio.get_running_loop(), stream)
+        call = _Call(self, stream, exchange)
+        self.pool.submit(call.run, self.size - self.free)
+        try:
+            await exchange.pump()
+        except asyncio.CancelledError:
+            # Forced shutdown: the thread cannot be stopped, only told the client is gone.
+            exchange._abandon()
+            stream.abort()
+            raise
+        self._release_slot()
+
+    def environ(self, stream: Stream) -> dict[str, Any]:
+        """The PEP 3333 environ (``wsgi.input`` is set by the caller)."""
+        env = self.base_environ.copy()
+        env["REQUEST_METHOD"] = stream.method
+        raw = stream.raw_path
+        path = (unquote_to_bytes(raw) if b"%" in raw else raw).decode("latin-1")
+        root = self.root_path
+        if root and (path == root or path.startswith(root + "/")):
+            path = path[len(root):]  # the proxy kept the prefix: it belongs in SCRIPT_NAME
+        env["PATH_INFO"] = path
+        env["QUERY_STRING"] = stream.query_string.decode("latin-1")
+        env["SERVER_PROTOCOL"] = "HTTP/" + stream.http_version
+        env["wsgi.url_scheme"] = stream.scheme
+        env["wsgi.errors"] = ErrorStream()
+        client = stream.client
+        if client is not None:
+            env["REMOTE_ADDR"] = client[0]
+            env["REMOTE_PORT"] = str(client[1])
+        for name, value in stream.headers:
+            if b"_" in name:
+                continue  # X-Auth_User must not pass for X-Auth-User (both -> HTTP_X_AUTH_USER)
+            if name == b"content-type":
+                key = "CONTENT_TYPE"
+            elif name == b"content-length":
+                key = "CONTENT_LENGTH"
+            else:
+                key = _environ_key(name)
+            text = value.decode("latin-1")
+            if key in env:
+                # RFC 9110 5.3; cookies are the exception (RFC 9113 8.2.3).
+                env[key] += ("; " if key == "HTTP_COOKIE" else ", ") + text
+            else:
+                env[key] = text
+        server = stream.server
+        if server is not None:
+            env["SERVER_NAME"], env["SERVER_PORT"] = server[0], str(server[1])
+        else:  # a UNIX socket: the Host header is all there is
+            host = env.get("HTTP_HOST", "localhost")
+            name, _, port = host.rpartition(":") if not host.endswith("]") else (host, "", "")
+            if not name or not port.isdigit():
+                name, port = host, "443" if stream.scheme == "https" else "80"
+            env["SERVER_NAME"], env["SERVER_PORT"] = name, port
+        return env
+
+
+def _body_kind(stream: Stream, env: dict[str, Any]) -> str:
+    """``"none"``, ``"length"`` or ``"unknown"`` (chunked, or HTTP/2 without a length)."""
+    if "CONTENT_LENGTH" in env:
+        return "none" if env["CONTENT_LENGTH"].strip() == "0" else "length"
+    if stream.http_version.startswith("1"):
+        for name, _ in stream.headers:
+            if name == b"transfer-encoding":
+                return "unknown"
+        return "none"  # HTTP/1.x: neither Content-Length nor chunked means no body
+    return "unknown"
+
+
+class _Call:
+    """One WSGI call, run in a pool thread: environ, start_response, the iterable, close()."""
+
+    __slots__ = ("handler", "stream", "exchange", "status", "headers", "headers_sent",
+                 "content_length")
+
+    def __init__(self, handler: WSGIHandler, stream: Stream, exchange: _Exchange) -> None:
+        self.handler = handler
+        self.stream = stream
+        self.exchange = exchange
+        self.status: int | None = None
+        self.headers: Headers = []
+        self.headers_sent = False
+        self.content_length: int | None = None
+
+    # -- start_response and write ---------------------------------------------------------
+
+    def start_response(self, status: str, headers: list[tuple[str, str]],
+                       exc_info: ExcInfo | None = None) -> Callable[[bytes], None]:
+        if exc_info is not None:
+            try:
+                if self.headers_sent:
+                    raise exc_info[1].with_traceback(exc_info[2])
+            finally:
+                exc_info = None  # PEP 3333: avoid the traceback reference cycle
+        elif self.status is not None:
+            raise WSGIError("start_response() called a second time without exc_info")
+        if not isinstance(status, str):
+            raise WSGIError(f"start_response(): status must be a str, not {type(status).__name__}")
+        match = _STATUS.fullmatch(status)
+        if match is None:
+            raise WSGIError(f"start_response(): invalid status {status!r} "
+                            "(expected 'NNN Reason' with NNN from 200 to 999)")
+        encoded: Headers = []
+        length: int | None = None
+        for pair in headers:
+            if not isinstance(pair, tuple) or len(pair) != 2:
+                raise WSGIError(f"start_response(): header {pair!r} is not a (name, value) tuple")
+            name, value = pair
+            if not isinstance(name, str) or not isinstance(value, str):
+                raise WSGIError(f"start_response(): header {pair!r}: name and value must be str")
+            if not _TOKEN.fullmatch(name):
+                raise WSGIError(f"start_response(): invalid header name {name!r}")
+            if _BAD_VALUE.search(value):
+                raise WSGIError(f"start_response(): control character in header {name!r}")
+            lname = name.lower()
+            if lname in HOP_BY_HOP:
+                if lname == "connection" and value.strip().lower() == "close":
+                    encoded.append((b"connection", b"close"))  # honoured: close afterwards
+                else:
+                    _warn_hop_by_hop(name)
+                continue
+            if lname == "content-length":
+                if not value.strip().isdigit():
+                    raise WSGIError(f"start_response(): invalid Content-Length {value!r}")
+                length = int(value)
+            try:
+                encoded.append((lname.encode("ascii"), value.encode("latin-1")))
+            except UnicodeEncodeError:
+                raise WSGIError(f"start_response(): header {name!r} is not latin-1") from None
+        self.status = int(match.group(1))
+        self.headers = encoded
+        self.content_length = length
+        return self.write
+
+    def write(self, data: bytes) -> None:
+        """The legacy ``write()`` callable; also used for each item of the iterable."""
+        if type(data) is not bytes:
+            if not isinstance(data, bytes):
+                raise WSGIError(f"the WSGI application sent {type(data).__name__}, not bytes")
+            data = bytes(data)
+        if self.headers_sent:
+            if data:
+                self.exchange.post((_DATA, data), size=len(data))
+            return
+        if self.status is None:
+            raise WSGIError("write() or a response body before start_response()")
+        if data:
+            self.headers_sent = True
+            self.exchange.post((_START, self.status, self.headers), (_DATA, data),
+                               size=len(data))
+
+    # -- the call ------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Thread entry: never raises; always ends with ``_END`` posted."""
+        exchange = self.exchange
+        spool = None
+        try:
+            env = self.handler.environ(self.stream)
+            kind = _body_kind(self.stream, env)
+            if kind == "unknown":
+                spool = self._spool(env)
+            else:
+                env["wsgi.input"] = WSGIInput(exchange if kind == "length" else None)
+            self._respond(env)
+        except ClientDisconnected:
+            pass  # the client left; nothing to answer and nothing worth a traceback
+        except BaseException as exc:
+            self._fail(exc)
+        finally:
+            if spool is not None:
+                spool.close()
+            with exchange.lock:
+                exchange.items.append((_END,))
+                fut, exchange.waiter = exchange.waiter, None
+            if fut is not None:
+                exchange.loop.call_soon_threadsafe(_wake, fut)
+
+    def _spool(self, env: dict[str, Any]) -> Any:
+        """Read a body of unknown length (chunked) before the app runs; set CONTENT_LENGTH.
+
+        Django reads a missing CONTENT_LENGTH as an empty body, so bivio de-chunks
+        into memory up to ``SPOOL_MEMORY`` and into a temporary file beyond (the
+        body limit still applies). Done here, in the app's thread, so disk writes
+        never block the loop.
+        """
+        reader = WSGIInput(self.exchange)
+        spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY)  # noqa: SIM115 (closed by run)
+        while True:
+            chunk = reader.read1()
+            if not chunk:
+                break
+            spool.write(chunk)
+        env["CONTENT_LENGTH"] = str(spool.tell())
+        spool.seek(0)
+        env["wsgi.input"] = spool
+        return spool
+
+    def _respond(self, env: dict[str, Any]) -> None:
+        result = self.handler.app(env, self.start_response)
+        try:
+            if isinstance(result, FileWrapper) and self.status is not None:
+                target = _real_file(result)
+                if target is not None:
+                    self._send_file(*target)
+                    return
+            if type(result) is list or type(result) is tuple:
+                self._send_sequence(result)
+                return
+            try:
+                iterator = iter(result)
+            except TypeError:
+                if asyncio.iscoroutine(result):
+                    result.close()
+                    raise WSGIError("the WSGI application returned a coroutine: it looks like "
+                                    "an ASGI application (serve it with --interface asgi3)") \
+                        from None
+                raise WSGIError(f"the WSGI application returned a non-iterable "
+                                f"{type(result).__name__} object") from None
+            write = self.write
+            for data in iterator:
+                write(data)
+            if self.status is None:
+                raise WSGIError("the WSGI application returned without calling start_response()")
+            if not self.headers_sent:
+                self.headers_sent = True
+                self.exchange.post((_START, self.status, self.headers))
+        finally:
+            close = getattr(result, "close", None)
+            if close is not None:
+                try:
+                    close()
+                except Exception as exc:
+                    logger.error("Exception in the WSGI response's close()", exc_info=exc)
+
+    def _send_sequence(self, items: list[bytes] | tuple[bytes, ...]) -> None:
+        """A list of bytes (the common case): one post, hence one hop to the loop."""
+        for data in items:
+            if type(data) is not bytes and not isinstance(data, bytes):
+                raise WSGIError(f"the WSGI application sent {type(data).__name__}, not bytes")
+        if self.status is None:
+            raise WSGIError("the WSGI application returned without calling start_response()")
+        body = items[0] if len(items) == 1 else b"".join(items)
+        if self.headers_sent:
+            if body:
+                self.exchange.post((_DATA, body), size=len(body))
+            return
+        self.headers_sent = True
+        self.exchange.post((_START, self.status, self.headers), (_DATA, body), size=len(body))
+
+    def _send_file(self, fd: int, offset: int, size: int) -> None:
+        count = size if self.content_length is None else self.content_length
+        if self.headers_sent:  # write() already sent part of the body: no zero-copy here
+            raise WSGIError("wsgi.file_wrapper returned after write(): not supported")
+        self.headers_sent = True
+        headers = self.headers
+        if self.content_length is None:  # said here so that HEAD gets it too
+            headers = [*headers, (b"content-length", str(count).encode("ascii"))]
+        self.exchange.post((_START, self.status, headers))
+        self.exchange.call((_FILE, fd, offset, count))
+
+    def _fail(self, exc: BaseException) -> None:
+        if isinstance(exc, WSGIError):
+            logger.error("%s", exc)
+        else:
+            logger.error("Exception in WSGI application", exc_info=exc)
+        exchange = self.exchange
+        with exchange.lock:
+            exchange.items.append((_FAIL,))
+
+
+_warned: set[str] = set()
+
+
+def _warn_hop_by_hop(name: str) -> None:
+    """PEP 3333 forbids hop-by-hop headers from apps: drop them, say so once per name."""
+    if name.lower() not in _warned:
+        _warned.add(name.lower())
+        logger.warning("WSGI application set the hop-by-hop header %r: dropped "
+                       "(framing and connection handling are the server's job)", name)
+
+
+__all__ = ["WSGIHandler", "WSGIInput", "ErrorStream", "FileWrapper", "default_threads"]
