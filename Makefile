@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test install install-test system-deps lint bench bench-peers conformance
+.PHONY: run test install install-example install-test system-deps lint bench bench-peers conformance
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -18,9 +18,19 @@ install-test: $(BIN)/python system-deps
 system-deps:
 	bash scripts/system-deps.sh
 
-## Serve the bundled example app on http://127.0.0.1:8000
-run: install
-	$(BIN)/bivio examples.hello:app --host 127.0.0.1 --port 8000
+install-example: $(BIN)/python
+	$(BIN)/pip install -q -e '.[example]'
+
+## Serve the bundled Django example (examples/example) on http://127.0.0.1:8000:
+## SQLite migrations and collectstatic first, then bivio with /static/ served by --static.
+## REDIS_URL=redis://127.0.0.1:6379/0 make run: the chat goes through Redis (any --workers).
+EXAMPLE_STATIC_ROOT ?= $(CURDIR)/examples/staticfiles
+export EXAMPLE_STATIC_ROOT
+run: install-example
+	$(BIN)/python examples/manage.py migrate --noinput
+	$(BIN)/python examples/manage.py collectstatic --noinput -v 0
+	$(BIN)/bivio example.asgi:application --app-dir examples --host 127.0.0.1 --port 8000 \
+		--static /static/=$(EXAMPLE_STATIC_ROOT)
 
 lint:
 	$(BIN)/ruff check src tests examples bench

@@ -86,6 +86,24 @@ SCENARIOS: tuple[Scenario, ...] = (
              path="/async/", title="Django async view as WSGI"),
     Scenario("ws-echo", "asgi", "ws", ws_check,
              title="WebSocket echo, 64 connections x 8 in flight"),
+    # ASGI or WSGI? The same Django project three ways (docs/asgi-or-wsgi.md): pure WSGI
+    # is django-sync-wsgi / django-async-wsgi above (no WebSocket possible); pure ASGI
+    # and hybrid serve the project's Channels entry point, which has the WebSocket.
+    Scenario("channels-sync", "django-channels", "wrk", expect("/sync/", DJANGO),
+             path="/sync/", title="Django sync view, pure ASGI (Channels router)"),
+    Scenario("channels-async", "django-channels", "wrk", expect("/async/", DJANGO),
+             path="/async/", title="Django async view, pure ASGI (Channels router)"),
+    Scenario("channels-ws", "django-channels", "ws", ws_check,
+             title="Django Channels WebSocket echo, pure ASGI"),
+    Scenario("hybrid-sync", "django-hybrid", "wrk", expect("/sync/", DJANGO), path="/sync/",
+             title="Django sync view, hybrid (served by WSGI)"),
+    Scenario("hybrid-async", "django-hybrid", "wrk", expect("/async/", DJANGO),
+             path="/async/", title="Django async view, hybrid (--asgi-path /async/: ASGI)"),
+    Scenario("hybrid-ws", "django-hybrid", "ws", ws_check,
+             title="Django Channels WebSocket echo, hybrid (ASGI)"),
 )
+# The scenarios docs/asgi-or-wsgi.md tabulates, for --scenarios.
+ASGI_OR_WSGI = ("django-sync-wsgi", "channels-sync", "hybrid-sync", "django-async-wsgi",
+                "channels-async", "hybrid-async", "channels-ws", "hybrid-ws")
 
 BY_NAME = {s.name: s for s in SCENARIOS}

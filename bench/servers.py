@@ -28,10 +28,16 @@ TARGETS = {
     "wsgi": "bench.apps.wsgi_app:app",
     "django-asgi": "bench.apps.djangoproj.asgi:application",
     "django-wsgi": "bench.apps.djangoproj.wsgi:application",
+    # The same project with a Channels WebSocket: served as pure ASGI, and in hybrid
+    # mode (bivio only) with wsgi.py for pages and this for /async/ and WebSockets.
+    "django-channels": "bench.apps.djangoproj.channels_asgi:application",
+    "django-hybrid": "bench.apps.djangoproj.wsgi:application",
     "ceiling": "",
 }
 INTERFACE = {"asgi": "asgi", "django-asgi": "asgi", "wsgi": "wsgi", "django-wsgi": "wsgi",
-             "ceiling": "ceiling"}
+             "django-channels": "asgi", "django-hybrid": "hybrid", "ceiling": "ceiling"}
+# Hybrid mode's extra flags: the ASGI app and the prefixes it serves.
+HYBRID_ARGS = ["--asgi-app", TARGETS["django-channels"], "--asgi-path", "/async/"]
 
 Argv = Callable[[str, int, str], list[str]]  # (target, port, interface) -> argv
 
@@ -59,7 +65,8 @@ def _peer(tool: str) -> str:
 
 def _bivio(target: str, port: int, interface: str) -> list[str]:
     return [sys.executable, "-m", "bivio", target, "--host", "127.0.0.1", "--port", str(port),
-            "--no-access-log", "--log-level", "warning", "--timeout-keep-alive", "120"]
+            "--no-access-log", "--log-level", "warning", "--timeout-keep-alive", "120",
+            *(HYBRID_ARGS if interface == "hybrid" else ())]
 
 
 def _ceiling(target: str, port: int, interface: str) -> list[str]:
@@ -97,7 +104,7 @@ def _gunicorn(kind: str, *extra: str) -> Argv:
 
 SERVERS: dict[str, ServerSpec] = {s.name: s for s in (
     ServerSpec("ceiling", ("ceiling",), _ceiling, peer=False),
-    ServerSpec("bivio", ("asgi", "wsgi"), _bivio, websocket=True, peer=False),
+    ServerSpec("bivio", ("asgi", "wsgi", "hybrid"), _bivio, websocket=True, peer=False),
     ServerSpec("uvicorn", ("asgi",), _uvicorn, websocket=True),
     ServerSpec("granian", ("asgi", "wsgi"), _granian, websocket=True),
     ServerSpec("hypercorn", ("asgi",), _hypercorn, websocket=True),

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# Debian packages the tests use: curl (a real client), slowhttptest (slowloris) and
-# wrk (the load generator of bench/, which the bench smoke test runs).
+# Debian packages the tests use: curl (a real client), slowhttptest (slowloris),
+# wrk (the load generator of bench/, which the bench smoke test runs) and
+# redis-server (the chat's channel layer across workers; the tests start their own).
 # Installed when missing and we are root; the tests that need them skip otherwise.
 set -u
 need=()
 command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v slowhttptest >/dev/null 2>&1 || need+=(slowhttptest)
 command -v wrk >/dev/null 2>&1 || need+=(wrk)
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
   echo "system-deps: missing ${need[*]} (not root or no apt-get): those tests will skip" >&2

@@ -8,14 +8,16 @@ __version__ = "0.1.0"
 __all__ = ["__version__", "run"]
 
 
-def run(app: Any, **options: Any) -> int:
+def run(app: Any = None, **options: Any) -> int:
     """Serve ``app`` (an ASGI app object or a ``"module:attr"`` string) until stopped.
 
     ``options`` take the CLI flags' names in snake_case (``port=8001``,
     ``log_level="debug"``, ``limit_request_body=1_000_000``). Invalid values
     raise :class:`bivio.config.ConfigError`; an app that cannot be loaded raises
     :class:`bivio.loader.LoadError`. Returns the process exit code (0 after a
-    clean shutdown).
+    clean shutdown). Hybrid mode: ``run("mysite.wsgi:application",
+    asgi_app="mysite.asgi:application", asgi_path=["/events/"])``, or
+    ``run(django="mysite")``.
     """
     from .main import serve
 

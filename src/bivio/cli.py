@@ -34,8 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "Every flag can also be set as BIVIO_<FLAG> in the environment "
                     "(e.g. BIVIO_PORT=8001, BIVIO_ACCESS_LOG=false).",
     )
-    parser.add_argument("app", metavar="MODULE:ATTR",
-                        help="the application, e.g. myproject.asgi:application")
+    parser.add_argument("app", metavar="MODULE:ATTR", nargs="?", default=None,
+                        help="the application, e.g. myproject.asgi:application (with "
+                             "--asgi-app: the WSGI one; optional with --django)")
     parser.add_argument("--version", action="version", version=f"bivio {__version__}")
     for option in OPTIONS:
         help_text = option.help
@@ -68,6 +69,8 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         config = Config.from_options(args)
     except ConfigError as exc:
         parser.error(str(exc))
+    if app is None and config.django is None:
+        parser.error("the following arguments are required: MODULE:ATTR")
     try:
         code = serve(app, {}, config)
     except LoadError as exc:

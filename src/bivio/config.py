@@ -60,6 +60,17 @@ OPTIONS: tuple[Option, ...] = (
     Option("interface", "choice", "auto",
            "Application interface: auto (detect), asgi3, asgi2 or wsgi.",
            choices=("auto", "asgi3", "asgi2", "wsgi")),
+    Option("asgi_app", "str", None,
+           "Hybrid mode: also serve this ASGI app (MODULE:ATTR) in the same worker; it gets "
+           "WebSocket upgrades and --asgi-path requests, the WSGI app gets the rest.",
+           metavar="MODULE:ATTR"),
+    Option("asgi_path", "list", (),
+           "Hybrid mode: send requests under this path prefix to --asgi-app (repeatable; "
+           "whole segments: /events matches /events/x, not /eventsx).", metavar="PREFIX"),
+    Option("django", "str", None,
+           "Hybrid mode for a Django project: serve PROJECT.wsgi:application and "
+           "PROJECT.asgi:application; sets DJANGO_SETTINGS_MODULE to PROJECT.settings "
+           "if unset. MODULE:ATTR becomes optional.", metavar="PROJECT"),
     Option("threads", "int", None,
            "WSGI thread pool size per worker. Default: min(32, CPUs + 4).", minimum=1),
     Option("root_path", "str", "", "Mount point of the app (ASGI root_path); with a proxy prefix."),
@@ -129,6 +140,9 @@ OPTIONS: tuple[Option, ...] = (
            "(0: wait forever).", minimum=0.0),
     Option("ws_per_message_deflate", "bool", True,
            "Offer WebSocket permessage-deflate compression."),
+    Option("static", "list", (),
+           "Serve files under URL_PREFIX from DIRECTORY before any app (repeatable; "
+           "e.g. /static/=/srv/mysite/static).", metavar="URL_PREFIX=DIRECTORY"),
 )
 
 OPTIONS_BY_NAME: dict[str, Option] = {o.name: o for o in OPTIONS}
@@ -209,6 +223,29 @@ def parse_networks(text: str) -> tuple[Any, ...]:
     return tuple(networks)
 
 
+def _check_hybrid(values: dict[str, Any]) -> None:
+    """Validate the hybrid-mode options; ``--django`` supplies ``--asgi-app``'s default."""
+    project = values.get("django")
+    if project is not None:
+        if not all(part.isidentifier() for part in project.split(".")):
+            raise ConfigError(f"--django: expected a package name such as mysite, got {project!r}")
+        if values.get("asgi_app") is None:
+            values["asgi_app"] = f"{project}.asgi:application"
+    if values.get("asgi_path") and values.get("asgi_app") is None:
+        raise ConfigError("--asgi-path: needs --asgi-app (or --django) to send requests to")
+    if values.get("asgi_app") is not None and values.get("interface", "auto") not in (
+            "auto", "wsgi"):
+        raise ConfigError("--interface: in hybrid mode (--asgi-app) MODULE:ATTR is the WSGI "
+                          f"app, so it cannot be {values['interface']}")
+    from .dispatch import PrefixError, normalize_prefix  # dispatch imports this module
+
+    for prefix in values.get("asgi_path", ()):
+        try:
+            normalize_prefix(prefix)
+        except PrefixError as exc:
+            raise ConfigError(str(exc)) from None
+
+
 @dataclass(frozen=True)
 class Config:
     """Validated, immutable server settings. Build with :meth:`from_options`."""
@@ -220,6 +257,9 @@ class Config:
     app_dir: str = "."
     factory: bool = False
     interface: str = "auto"
+    asgi_app: str | None = None
+    asgi_path: tuple[str, ...] = ()
+    django: str | None = None
     threads: int | None = None
     root_path: str = ""
     proxy_headers: bool = True
@@ -253,6 +293,7 @@ class Config:
     ws_ping_interval: float = 20.0
     ws_ping_timeout: float = 20.0
     ws_per_message_deflate: bool = True
+    static: tuple[str, ...] = ()
     # Derived once here so the hot path never re-parses them.
     extra_headers: tuple[tuple[bytes, bytes], ...] = field(default=(), repr=False)
     trusted_proxies: tuple[Any, ...] = field(default=(), repr=False)
@@ -294,6 +335,11 @@ class Config:
             if root and not root.startswith("/"):
                 raise ConfigError(f"--root-path: must start with '/', got {values['root_path']!r}")
             values["root_path"] = root
+        _check_hybrid(values)
+        if values.get("static"):
+            from .static import normalize  # static imports this module
+
+            values["static"] = normalize(values["static"])
         if values.get("uds") is not None and values.get("fd") is not None:
             raise ConfigError("--uds and --fd: choose one")
         return cls(**values)

@@ -13,7 +13,7 @@ from typing import Any
 
 from .asgi import ASGIHandler
 from .config import Config
-from .context import ServerContext
+from .context import Handler, ServerContext
 from .http1 import H1Connection
 from .lifespan import Lifespan, LifespanFailure
 from .loader import WSGIApp
@@ -76,25 +76,64 @@ def bind_socket(config: Config) -> socket.socket:
     return sock
 
 
-class Server:
-    """Serve ``app`` (ASGI 3) with ``config`` until told to stop."""
+def build_handler(config: Config, app: Any, asgi_app: Any = None,
+                  state: dict[str, Any] | None = None) -> Handler:
+    """Build the worker's stream handler chain: the one place it is composed.
 
-    def __init__(self, app: Any, config: Config) -> None:
+    ``app`` is an ASGI 3 app or a :class:`WSGIApp`; ``asgi_app`` is hybrid
+    mode's ASGI app (``--asgi-app``), in which case ``app`` is the WSGI one and
+    a :class:`bivio.dispatch.Dispatcher` chooses per stream. ``state`` is the
+    lifespan state the ASGI scopes carry. Handlers that answer before any app
+    (static files) wrap the result here, so they come first in every mode.
+    """
+    handler: Handler
+    if asgi_app is not None or isinstance(app, WSGIApp):
+        from .wsgi import WSGIHandler  # the thread pool is only paid for by WSGI apps
+
+    if asgi_app is not None:
+        from .dispatch import Dispatcher
+
+        handler = Dispatcher(WSGIHandler(app.app, config),
+                             ASGIHandler(asgi_app, config.root_path, state),
+                             config.asgi_path, config.root_path)
+        logger.info("Hybrid mode: WebSockets%s to the ASGI app, everything else to the WSGI app",
+                    "".join(f", {p}" for p in config.asgi_path))
+    elif isinstance(app, WSGIApp):
+        handler = WSGIHandler(app.app, config)
+    else:
+        handler = ASGIHandler(app, config.root_path, state)
+    if config.static:
+        from .static import StaticFiles, parse_mounts  # first: files never reach an app
+
+        handler = StaticFiles(parse_mounts(config.static), handler)
+    return handler
+
+
+class Server:
+    """Serve ``app`` (ASGI 3 or :class:`WSGIApp`) with ``config`` until told to stop.
+
+    With ``asgi_app`` (hybrid mode) ``app`` must be a :class:`WSGIApp`; the
+    lifespan protocol then runs for ``asgi_app``, the only one that has it.
+    """
+
+    def __init__(self, app: Any, config: Config, asgi_app: Any = None) -> None:
         self.app = app
+        self.asgi_app = asgi_app
         self.config = config
         self.handler: Any
-        if isinstance(app, WSGIApp):
+        if asgi_app is not None:
+            if not isinstance(app, WSGIApp):
+                raise StartupError("hybrid mode: MODULE:ATTR must be a WSGI application")
+            self.lifespan = Lifespan(asgi_app, config.lifespan)
+        elif isinstance(app, WSGIApp):
             # WSGI has no lifespan protocol; the thread pool is the app's runtime.
             if config.lifespan == "on":
                 raise StartupError("--lifespan on: a WSGI application has no lifespan protocol",
                                    2)
-            from .wsgi import WSGIHandler
-
             self.lifespan = Lifespan(app, "off")
-            self.handler = WSGIHandler(app.app, config)
         else:
             self.lifespan = Lifespan(app, config.lifespan)
-            self.handler = ASGIHandler(app, config.root_path, self.lifespan.state)
+        self.handler = build_handler(config, app, asgi_app, self.lifespan.state)
         self.ctx = ServerContext(config, self.handler)
         if hasattr(self.handler, "bind"):
             self.handler.bind(self.ctx)  # the WSGI pool pauses intake through the context
