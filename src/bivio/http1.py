@@ -27,6 +27,7 @@ import httptools
 
 from . import logs
 from .context import ServerContext
+from .flow import WriteFlow
 from .proxy import apply_proxy_headers
 from .stream import ClientDisconnected, Headers
 
@@ -365,7 +366,7 @@ def _without(defaults: bytes, name: bytes) -> bytes:
     return defaults[:start] + defaults[end:]
 
 
-class H1Connection(asyncio.Protocol):
+class H1Connection(WriteFlow, asyncio.Protocol):
     """One HTTP/1.1 connection: parse, enforce limits, frame responses."""
 
     def __init__(self, ctx: ServerContext, loop: asyncio.AbstractEventLoop | None = None) -> None:
@@ -378,8 +379,7 @@ class H1Connection(asyncio.Protocol):
         self.server: tuple[str, int] | None = None
         self.scheme = "http"
         self.trusted_proxy = False
-        self.write_paused = False
-        self._drain_waiters: list[asyncio.Future[None]] = []
+        self._init_write_flow()
         self._reading_paused = False
         self._timer: asyncio.TimerHandle | None = None
         self._timer_when = 0.0  # when the pending handle fires
@@ -427,10 +427,7 @@ class H1Connection(asyncio.Protocol):
                 stream._wake()
         self._pending.clear()
         self.write_paused = False
-        for fut in self._drain_waiters:
-            if not fut.done():
-                fut.set_result(None)
-        self._drain_waiters.clear()
+        self._release_writers()
 
     def eof_received(self) -> bool | None:
         # A half-closed client still gets its answers; we close after the last one.
@@ -460,23 +457,11 @@ class H1Connection(asyncio.Protocol):
         if self._in_head and self._head_bytes > self._head_limit:
             self._fail(431, "Request header fields too large")
 
-    def pause_writing(self) -> None:
-        self.write_paused = True
-
-    def resume_writing(self) -> None:
-        self.write_paused = False
-        waiters, self._drain_waiters = self._drain_waiters, []
-        for fut in waiters:
-            if not fut.done():
-                fut.set_result(None)
-
     async def drain(self) -> None:
         if self._closed:
             raise ClientDisconnected()
         if self.write_paused:
-            fut = self.loop.create_future()
-            self._drain_waiters.append(fut)
-            await fut
+            await self.wait_writable()
             if self._closed:
                 raise ClientDisconnected()
 

@@ -45,6 +45,7 @@ from websockets.http11 import Request
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 
+from .flow import WriteFlow
 from .stream import ClientDisconnected, Headers
 
 if TYPE_CHECKING:
@@ -98,7 +99,7 @@ def deflate_factory() -> ServerPerMessageDeflateFactory:
     )
 
 
-class WebSocket(asyncio.Protocol):
+class WebSocket(WriteFlow, asyncio.Protocol):
     """One WebSocket connection, from the upgrade request to the closed socket.
 
     Created by the HTTP/1.1 protocol for an upgrade request. Until
@@ -140,8 +141,7 @@ class WebSocket(asyncio.Protocol):
         self._failed_code: int | None = None
         self._lost = False
         self._reading_paused = True  # HTTP/1.1 paused reading at the upgrade
-        self.write_paused = False
-        self._drain_waiters: list[asyncio.Future[None]] = []
+        self._init_write_flow()
         self._ping_timer: asyncio.TimerHandle | None = None
         self._pong_timer: asyncio.TimerHandle | None = None
         self._ping_payload: bytes | None = None
@@ -226,20 +226,7 @@ class WebSocket(asyncio.Protocol):
             self._proto.data_to_send()
         self.write_paused = False
         self._wake()
-        waiters, self._drain_waiters = self._drain_waiters, []
-        for fut in waiters:
-            if not fut.done():
-                fut.set_result(None)
-
-    def pause_writing(self) -> None:
-        self.write_paused = True
-
-    def resume_writing(self) -> None:
-        self.write_paused = False
-        waiters, self._drain_waiters = self._drain_waiters, []
-        for fut in waiters:
-            if not fut.done():
-                fut.set_result(None)
+        self._release_writers()
 
     # -- frames to messages --------------------------------------------------------------
 
@@ -347,10 +334,8 @@ class WebSocket(asyncio.Protocol):
         self._wake()
 
     async def _drain(self) -> None:
-        if self.write_paused and not self._lost:
-            fut = self.loop.create_future()
-            self._drain_waiters.append(fut)
-            await fut
+        if not self._lost:
+            await self.wait_writable()
 
     # -- the adapter's side ------------------------------------------------------------------
 
