@@ -33,6 +33,25 @@ EXTENSIONS = {
 DISCONNECT = {"type": "http.disconnect"}
 
 
+def scope_paths(raw_path: bytes, root: str) -> tuple[str, bytes]:
+    """``path`` and ``raw_path`` for a scope mounted at ``root`` (``--root-path``).
+
+    Both include the root path (the ASGI spec, and what Starlette and Django
+    expect). A proxy that strips the prefix sends ``/x``: the root is
+    prepended. A proxy that keeps it sends ``/app/x``: the root is already
+    there and is not prepended twice, which matches what the WSGI adapter does
+    with ``SCRIPT_NAME``.
+    """
+    path = raw_path.decode("latin-1")
+    if "%" in path:
+        path = unquote(path)
+    if not root:
+        return path, raw_path
+    if path == root or path.startswith(root + "/"):
+        return path, raw_path
+    return root + path, root.encode("latin-1") + raw_path
+
+
 class HTTPCycle:
     """``receive`` and ``send`` for one request: the ASGI message state machine."""
 
@@ -128,23 +147,19 @@ class ASGIHandler:
         self.app = app
         self.root_path = root_path
         self.state = state if state is not None else {}
-        self._root_raw = root_path.encode("latin-1")
         self._ws_handler: Any = None  # built on the first WebSocket upgrade (asgi_ws.py)
 
     def scope(self, stream: Stream) -> dict[str, Any]:
-        raw_path = stream.raw_path
-        path = raw_path.decode("latin-1")
-        if "%" in path:
-            path = unquote(path)
         root = self.root_path
+        path, raw_path = scope_paths(stream.raw_path, root)
         return {
             "type": "http",
             "asgi": ASGI_VERSION,
             "http_version": stream.http_version,
             "method": stream.method,
             "scheme": stream.scheme,
-            "path": root + path,
-            "raw_path": self._root_raw + raw_path if root else raw_path,
+            "path": path,
+            "raw_path": raw_path,
             "query_string": stream.query_string,
             "root_path": root,
             "headers": stream.headers,

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import asyncio
 from typing import Any
-from urllib.parse import unquote
 
+from .asgi import scope_paths
 from .logs import logger
 from .stream import ClientDisconnected, Stream, send_plain
 from .websocket import WebSocket, WebSocketClosed
@@ -130,18 +130,15 @@ class ASGIWebSocketHandler:
         self.state = state
 
     def scope(self, stream: Stream, ws: WebSocket) -> dict[str, Any]:
-        raw_path = stream.raw_path
-        path = raw_path.decode("latin-1")
-        if "%" in path:
-            path = unquote(path)
         root = self.root_path
+        path, raw_path = scope_paths(stream.raw_path, root)
         return {
             "type": "websocket",
             "asgi": self.asgi_version,
             "http_version": stream.http_version,
             "scheme": "wss" if stream.scheme == "https" else "ws",
-            "path": root + path,
-            "raw_path": root.encode("latin-1") + raw_path,
+            "path": path,
+            "raw_path": raw_path,
             "query_string": stream.query_string,
             "root_path": root,
             "headers": stream.headers,

@@ -370,3 +370,14 @@ def test_inherited_file_descriptor(serve):
     assert server.stop() == 0
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+
+
+def test_root_path_kept_by_the_proxy_is_not_doubled(serve):
+    """A proxy that forwards /mount/sub unchanged: the root is already in the path."""
+    server = serve(SPEC, "--root-path", "/mount")
+    scope = scope_of(server, "/mount/sub?q=1")
+    assert scope["root_path"] == "/mount"
+    assert scope["path"] == "/mount/sub"
+    assert scope["raw_path"] == "/mount/sub"
+    # A path that merely starts with the same letters is not under the mount.
+    assert scope_of(server, "/mountain")["path"] == "/mount/mountain"
