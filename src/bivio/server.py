@@ -7,7 +7,6 @@ import os
 import signal
 import socket
 import stat
-import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -137,7 +136,7 @@ class Server:
         self.ctx = ServerContext(config, self.handler)
         if hasattr(self.handler, "bind"):
             self.handler.bind(self.ctx)  # the WSGI pool pauses intake through the context
-        self.should_exit = asyncio.Event() if sys.version_info >= (3, 10) else None
+        self.should_exit = asyncio.Event()  # loop-independent on Python >= 3.10
         self.servers: list[asyncio.base_events.Server] = []
         self.sockets: list[socket.socket] = []
         self.started = False
@@ -146,7 +145,6 @@ class Server:
     async def serve(self, sock: socket.socket | None = None) -> None:
         """Start, serve until :meth:`stop` (or SIGINT/SIGTERM), then shut down gracefully."""
         loop = asyncio.get_running_loop()
-        self.should_exit = asyncio.Event()
         try:
             await self.lifespan.startup()
         except LifespanFailure as exc:
@@ -174,8 +172,7 @@ class Server:
             await self.shutdown()
 
     def stop(self) -> None:
-        if self.should_exit is not None:
-            self.should_exit.set()
+        self.should_exit.set()
 
     def _install_signals(self, loop: asyncio.AbstractEventLoop) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -185,7 +182,7 @@ class Server:
                 pass  # not the main thread: the embedding program stops us
 
     def _on_signal(self, sig: int) -> None:
-        if self.should_exit is not None and self.should_exit.is_set():
+        if self.should_exit.is_set():
             logger.warning("Second %s: closing connections now", signal.Signals(sig).name)
             self._force_exit = True
             for conn in list(self.ctx.connections):
