@@ -2,7 +2,7 @@
 
 import pytest
 
-from bivio.asgi import scope_paths
+from bivio.core.paths import scope_paths
 
 
 @pytest.mark.parametrize(("raw", "root", "path", "raw_out"), [

@@ -19,7 +19,7 @@ import pytest
 from conftest import ROOT, Running, start_bivio
 
 import bivio
-from bivio.config import OPTIONS, ConfigError
+from bivio.core.config import OPTIONS, ConfigError
 
 SCRIPT = Path(sys.executable).with_name("bivio")
 
@@ -531,7 +531,7 @@ def test_run_load_error_raises():
     # In a subprocess: bivio.run sets up bivio's loggers, which must not leak here.
     source = textwrap.dedent('''
         import bivio
-        from bivio.loader import LoadError
+        from bivio.process.loader import LoadError
         try:
             bivio.run("no_such_module_for_run:app", port=0)
         except LoadError as exc:

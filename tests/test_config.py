@@ -7,7 +7,7 @@ import ipaddress
 
 import pytest
 
-from bivio.config import (
+from bivio.core.config import (
     CONFIG_FIELDS,
     OPTIONS,
     OPTIONS_BY_NAME,
@@ -42,7 +42,7 @@ def test_every_option_is_a_config_field_with_the_same_default():
 
 
 def test_every_config_field_is_an_option_or_derived():
-    derived = {"extra_headers", "trusted_proxies"}
+    derived = {"extra_headers", "trusted_proxies", "multiprocess"}
     assert CONFIG_FIELDS - derived == set(OPTIONS_BY_NAME)
 
 

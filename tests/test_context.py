@@ -12,8 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextvars
 
-from bivio.config import Config
-from bivio.context import ServerContext
+from bivio.core.config import Config
+from bivio.core.context import ServerContext
 
 VAR: contextvars.ContextVar[str] = contextvars.ContextVar("VAR", default="unset")
 

@@ -7,16 +7,11 @@ from types import SimpleNamespace
 
 import pytest
 
-from bivio.config import Config, ConfigError
-from bivio.dispatch import (
-    Dispatcher,
-    PrefixError,
-    django_targets,
-    load_pair,
-    normalize_prefix,
-    under_prefix,
-)
-from bivio.loader import LoadError, WSGIApp
+from bivio.adapters.dispatch import Dispatcher
+from bivio.core.config import Config, ConfigError
+from bivio.core.paths import PathError as PrefixError
+from bivio.core.paths import normalize_prefix, under_prefix
+from bivio.process.loader import LoadError, WSGIApp, django_targets, load_pair
 
 
 class Recorder:

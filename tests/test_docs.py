@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from bivio.config import OPTIONS
+from bivio.core.config import OPTIONS
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
 

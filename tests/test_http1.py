@@ -1,10 +1,11 @@
-"""Sans-socket pieces of bivio.http1: status lines and response header checks."""
+"""Sans-socket pieces of bivio.protocols.http1: status lines and response header checks."""
 
 from __future__ import annotations
 
 import pytest
 
-from bivio.http1 import check_headers, status_line
+from bivio.core.headers import check_headers
+from bivio.protocols.http1 import status_line
 
 
 @pytest.mark.parametrize("status, line", [

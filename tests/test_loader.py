@@ -10,7 +10,13 @@ import textwrap
 
 import pytest
 
-from bivio.loader import ASGI2Adapter, LoadError, detect_interface, import_from_string, load_app
+from bivio.process.loader import (
+    ASGI2Adapter,
+    LoadError,
+    detect_interface,
+    import_from_string,
+    load_app,
+)
 
 _names = itertools.count()
 

@@ -7,16 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from bivio.config import Config, ConfigError
-from bivio.static import (
+from bivio.adapters.static import (
     HASHED_NAME,
     accepts,
     content_type,
     etag_matches,
-    parse_mounts,
     parse_range,
     resolve,
 )
+from bivio.core.config import Config, ConfigError
+from bivio.core.paths import parse_mounts
 
 
 def test_static_option_normalizes_to_absolute(tmp_path, monkeypatch):

@@ -8,8 +8,8 @@ import signal
 import pytest
 from watchfiles import Change
 
-from bivio.config import Config, ConfigError
-from bivio.supervisor import (
+from bivio.core.config import Config, ConfigError
+from bivio.process.supervisor import (
     ReloadFilter,
     describe_exit,
     heartbeat_interval,

@@ -1,4 +1,4 @@
-"""Unit tests for bivio.wsgi and WSGI detection: pieces testable without a socket.
+"""Unit tests for bivio.adapters.wsgi and WSGI detection: pieces testable without a socket.
 
 End-to-end behaviour (real sockets, Django, Flask) lives in tests/e2e/test_wsgi*.py.
 """
@@ -12,9 +12,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from bivio.config import Config, ConfigError
-from bivio.loader import LoadError, WSGIApp, detect_interface, load_app
-from bivio.wsgi import (
+from bivio.adapters.wsgi import (
     _READ,
     ErrorStream,
     FileWrapper,
@@ -25,6 +23,8 @@ from bivio.wsgi import (
     _Call,
     default_threads,
 )
+from bivio.core.config import Config, ConfigError
+from bivio.process.loader import LoadError, WSGIApp, detect_interface, load_app
 
 # -- detection -------------------------------------------------------------------------------
 
@@ -101,8 +101,9 @@ def test_start_response_encodes_headers():
                                              ("Content-Length", "3"), ("Connection", "close")])
     assert write == c.write
     assert c.status == 201
-    assert c.headers == [(b"content-type", b"text/plain"), (b"content-length", b"3"),
-                         (b"connection", b"close")]
+    # Connection: close is the stream's business (close_after_response), never a header.
+    assert c.headers == [(b"content-type", b"text/plain"), (b"content-length", b"3")]
+    assert c.close is True
     assert c.content_length == 3
 
 
@@ -157,7 +158,7 @@ def stream(**kw) -> SimpleNamespace:
                 query_string=b"q=1", client=("10.0.0.1", 5000), server=("127.0.0.1", 8000),
                 headers=[(b"host", b"example.com"), (b"content-type", b"text/plain"),
                          (b"content-length", b"3"), (b"x-a", b"1"), (b"x-a", b"2"),
-                         (b"x_a", b"spoof")])
+                         (b"x_a", b"spoof")], body_length=3)
     base.update(kw)
     return SimpleNamespace(**base)
 
@@ -189,13 +190,15 @@ def test_environ_over_a_unix_socket_uses_the_host_header():
     assert env["wsgi.multithread"] is False
 
 
-def test_body_kind():
-    s = stream(headers=[])
-    assert _body_kind(s, {}) == "none"
-    assert _body_kind(s, {"CONTENT_LENGTH": "0"}) == "none"
-    assert _body_kind(s, {"CONTENT_LENGTH": "5"}) == "length"
-    assert _body_kind(stream(headers=[(b"transfer-encoding", b"chunked")]), {}) == "unknown"
-    assert _body_kind(stream(http_version="2", headers=[]), {}) == "unknown"
+def test_body_kind_comes_from_the_stream_not_from_headers():
+    # The protocol says what it knows (stream.body_length); the adapter never guesses.
+    assert _body_kind(stream(body_length=0)) == "none"
+    assert _body_kind(stream(body_length=5)) == "length"
+    assert _body_kind(stream(body_length=None)) == "unknown"
+    # A transfer-encoding header the protocol did not frame by means nothing here.
+    assert _body_kind(stream(body_length=0,
+                             headers=[(b"transfer-encoding", b"chunked")])) == "none"
+    assert _body_kind(stream(http_version="2", body_length=None)) == "unknown"
 
 
 # -- wsgi.input, wsgi.errors, file_wrapper -------------------------------------------------------

@@ -1,9 +1,7 @@
-"""The ``bivio`` command: flags are generated from :data:`bivio.config.OPTIONS`.
+"""The ``bivio`` command: flags are generated from :data:`bivio.core.config.OPTIONS`.
 
-Exit codes: 0 clean shutdown, 1 the app could not be loaded or the socket not
-bound, 2 invalid options, 3 application (lifespan) startup failed, 4 a
-supervised worker died while starting for another reason (a worker failing
-with 1 or 3 makes the supervisor exit with that same code).
+Exit codes are :mod:`bivio.core.exits` (a worker failing with 1 or 3 makes
+the supervisor exit with that same code).
 """
 
 from __future__ import annotations
@@ -14,23 +12,21 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from . import __version__
-from .config import OPTIONS, Config, ConfigError
-from .loader import LoadError
-
-EXIT_LOAD_ERROR = 1
-EXIT_USAGE = 2
+from .core import exits
+from .core.config import OPTIONS, Config, ConfigError
+from .process.loader import LoadError
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         """One line, not argparse's usage dump: the user needs the reason."""
-        self.exit(EXIT_USAGE, f"bivio: error: {message} (see bivio --help)\n")
+        self.exit(exits.USAGE, f"bivio: error: {message} (see bivio --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="bivio",
-        description="Serve an ASGI application over HTTP/1.1. "
+        description="Serve a WSGI or ASGI application (or both: --asgi-app, --django). "
                     "Every flag can also be set as BIVIO_<FLAG> in the environment "
                     "(e.g. BIVIO_PORT=8001, BIVIO_ACCESS_LOG=false).",
     )
@@ -60,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
-    from .main import serve
+    from .process.main import serve
 
     parser = build_parser()
     args = vars(parser.parse_args(argv))
@@ -75,5 +71,5 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         code = serve(app, {}, config)
     except LoadError as exc:
         print(f"bivio: error: {exc}", file=sys.stderr)
-        code = EXIT_LOAD_ERROR
+        code = exits.LOAD_ERROR
     sys.exit(code)

@@ -289,7 +289,7 @@ def test_bind_failure_with_workers_exits_1(serve):
 
 def test_workers_need_an_import_string():
     import bivio
-    from bivio.config import ConfigError
+    from bivio.core.config import ConfigError
 
     async def app(scope, receive, send):  # pragma: no cover - never served
         pass

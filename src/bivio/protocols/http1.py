@@ -17,29 +17,24 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import time
 from collections import deque
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import httptools
 
-from . import logs
-from .context import ServerContext
+from ..core.context import ServerContext
+from ..core.headers import check_headers
+from ..core.stream import ClientDisconnected, Headers, plain_response
 from .flow import WriteFlow
 from .proxy import apply_proxy_headers
-from .stream import ClientDisconnected, Headers
+from .websocket import WebSocket
 
-if TYPE_CHECKING:
-    from .websocket import WebSocket
-
+PROTOCOL = "http/1.1"  # the ALPN name, for the per-response hook
 STATUS_LINES: dict[int, bytes] = {
     s.value: f"HTTP/1.1 {s.value} {s.phrase}\r\n".encode() for s in HTTPStatus
 }
-# Header name: an RFC 9110 token. Value: no CR, LF, NUL or other controls but tab.
-_BAD_NAME = re.compile(rb"[^!#$%&'*+\-.^_`|~0-9A-Za-z]")
-_BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 
 HIGH_WATER = 64 * 1024  # request body buffered before reading pauses
 NO_BODY_STATUS = frozenset({204, 304})
@@ -50,31 +45,6 @@ def status_line(status: int) -> bytes:
     if line is None:
         line = b"HTTP/1.1 %d \r\n" % status
     return line
-
-
-# Header pairs already found valid: apps send the same few headers on every
-# response, and a set lookup is several times cheaper than two regex searches.
-_CHECKED: set[tuple[bytes, bytes]] = set()
-
-
-def check_headers(headers: Any) -> None:
-    """Refuse header names/values that would split or corrupt the response."""
-    checked = _CHECKED
-    for pair in headers:
-        try:
-            if pair in checked:
-                continue
-        except TypeError:  # a list pair, a bytearray: check it, never cache it
-            pass
-        name, value = pair
-        if _BAD_NAME.search(name) or not name:
-            raise ValueError(f"invalid response header name {name!r}")
-        if _BAD_VALUE.search(value):
-            raise ValueError(f"invalid response header value for {name!r}")
-        if type(name) is bytes and type(value) is bytes:
-            if len(checked) >= 4096:
-                checked.clear()  # bounded: per-response values (cookies, etags) churn it
-            checked.add((name, value))
 
 
 class _Reject(Exception):
@@ -94,11 +64,13 @@ class H1Stream:
         "headers", "client", "server", "keep_alive", "expect_continue", "head_only",
         "response_started", "response_complete", "disconnected", "body_complete",
         "_body", "_waiters", "_status", "_resp_headers", "_head_written", "_mode",
-        "_length", "_trailers", "sent", "_started_at", "received", "upgrade",
+        "_length", "_trailers", "sent", "_started_at", "received", "upgrade", "body_length",
+        "interface",
     )
 
     def __init__(self, conn: H1Connection, method: str, version: str, target: bytes,
-                 headers: Headers, keep_alive: bool, expect_continue: bool) -> None:
+                 headers: Headers, keep_alive: bool, expect_continue: bool,
+                 body_length: int | None = 0) -> None:
         self.conn = conn
         self.method = method
         self.http_version = version
@@ -126,6 +98,8 @@ class H1Stream:
         self._started_at = time.monotonic()
         self.received = 0  # request body bytes so far, for --limit-request-body
         self.upgrade: str | None = None  # "websocket": the handler may open_websocket()
+        self.body_length = body_length  # 0: none, N: Content-Length, None: chunked
+        self.interface = "-"  # set by the handler that answers
         path, _, query = target.partition(b"?")
         self.raw_path = path
         self.query_string = query
@@ -337,7 +311,12 @@ class H1Stream:
         self._wake()
         self.conn._response_done(self)
 
+    def close_after_response(self) -> None:
+        """Close the connection once this response is complete (``connection: close``)."""
+        self.keep_alive = False
+
     def abort(self) -> None:
+        """Reset this stream: on HTTP/1.1 the only way is to drop the connection."""
         if not self.disconnected:
             self.conn.transport.close()
 
@@ -348,13 +327,11 @@ class H1Stream:
         calls this and answers the request as plain HTTP. Until the returned
         WebSocket is accepted, this stream's response methods answer (deny) over HTTP.
         """
-        from .websocket import WebSocket
-
         if self.upgrade != "websocket":
             raise RuntimeError("not a WebSocket upgrade request")
         conn = self.conn
-        return WebSocket(conn.ctx, conn.transport, conn.loop, self.target.decode("latin-1"),
-                         self.headers, conn._switch_to_websocket)
+        return WebSocket(conn.ctx.config, conn.transport, conn.loop,
+                         self.target.decode("latin-1"), self.headers, conn._switch_to_websocket)
 
 
 def _without(defaults: bytes, name: bytes) -> bytes:
@@ -527,8 +504,15 @@ class H1Connection(WriteFlow, asyncio.Protocol):
         if limit and content_length is not None and content_length > limit:
             raise _Reject(413, "Request body too large")
         target = self._url
+        if transfer_codings is not None:
+            body_length = None
+        elif content_length is not None:
+            body_length = content_length
+        else:
+            body_length = 0
         stream = H1Stream(self, method, version, target, headers,
-                          parser.should_keep_alive(), expect_continue and version == "1.1")
+                          parser.should_keep_alive(), expect_continue and version == "1.1",
+                          body_length)
         if target[:1] != b"/" and target != b"*":
             _absolute_form(stream, target)
         if (upgrade is not None and self.config.ws != "none" and version == "1.1"
@@ -586,11 +570,14 @@ class H1Connection(WriteFlow, asyncio.Protocol):
     def _response_done(self, stream: H1Stream) -> None:
         if stream is not self._current:
             return
-        if logs.access_enabled():
-            logs.log_access(stream.client, stream.method, stream.target.decode("latin-1"),
-                            stream.http_version, stream._status, stream.sent,
-                            time.monotonic() - stream._started_at)
+        if self.ctx.response_hooks:
+            self._record(stream, stream._status, stream.sent)
         self._next_request(stream)
+
+    def _record(self, stream: H1Stream, status: int, sent: int, protocol: str = PROTOCOL) -> None:
+        self.ctx.record(stream.client, stream.method, stream.target.decode("latin-1"),
+                        stream.http_version, status, sent,
+                        time.monotonic() - stream._started_at, protocol, stream.interface)
 
     def _next_request(self, stream: H1Stream) -> None:
         """The current response is complete: close, or move on to the next request."""
@@ -601,11 +588,11 @@ class H1Connection(WriteFlow, asyncio.Protocol):
                 stream._body.clear()
                 self._resume_reading()
                 return
-            self._close()
+            self.close_now()
             return
         self._current = None
         if not stream.keep_alive or self._closed:
-            self._close()
+            self.close_now()
             return
         if self._pending:
             self._start(self._pending.popleft())
@@ -617,7 +604,7 @@ class H1Connection(WriteFlow, asyncio.Protocol):
             self._write_error(status, reason)
             return
         if self._upgrade_seen or self._eof:
-            self._close()
+            self.close_now()
             return
         if self.ctx.intake_paused and self.is_idle():
             self.pause_intake()
@@ -626,21 +613,30 @@ class H1Connection(WriteFlow, asyncio.Protocol):
         if self._parsing is None and not self._in_head:
             self._set_timer(self.config.timeout_keep_alive, self._on_idle_timeout)
 
-    def _switch_to_websocket(self, ws: WebSocket) -> bytes:
-        """Hand the socket to an accepted WebSocket; return the bytes read past the head."""
+    def _switch_to_websocket(self, ws: WebSocket, headers: Headers) -> bytes:
+        """An accepted WebSocket: write the 101 with ``headers``, hand the socket over.
+
+        Returns the bytes read past the request head (the client's first frames).
+        """
         stream = self._current
         if self._closed or stream is None or stream.disconnected:
             raise ClientDisconnected("client disconnected before the WebSocket handshake")
+        check_headers(headers)
+        self.transport.write(status_line(101)
+                             + b"".join(n + b": " + v + b"\r\n" for n, v in headers)
+                             + self.ctx.default_headers + b"\r\n")
         self._cancel_timer()
         self._closed = True  # this protocol is done; the WebSocket owns the transport now
-        self.ctx.connections.discard(self)
+        ctx = self.ctx
+        ctx.connections.discard(self)
+        ctx.connections.add(ws)  # graceful shutdown closes it with 1012
+        ws.on_lost = ctx.connections.discard
         ws.write_paused = self.write_paused
         self.transport.set_protocol(ws)
         stream.response_started = stream.response_complete = True
         stream._status = 101
-        if logs.access_enabled():
-            logs.log_access(stream.client, stream.method, stream.target.decode("latin-1"),
-                            stream.http_version, 101, 0, time.monotonic() - stream._started_at)
+        if ctx.response_hooks:
+            self._record(stream, 101, 0, "websocket")
         tail, self._upgrade_tail = self._upgrade_tail, b""
         return tail
 
@@ -687,7 +683,7 @@ class H1Connection(WriteFlow, asyncio.Protocol):
                 if not broken.response_started:
                     self._write_error(status, reason, broken)
                 else:
-                    self._close()
+                    self.close_now()
                 return
         if self._current is None and not self._pending:
             self._write_error(status, reason)
@@ -695,35 +691,35 @@ class H1Connection(WriteFlow, asyncio.Protocol):
             self._deferred_error = (status, reason)
 
     def _reply_error(self, stream: H1Stream, status: int, reason: str) -> None:
-        """Answer a request without the app (503), then carry on like any response."""
-        body = reason.encode()
+        """Answer a request without the app (503), then carry on like any response.
+
+        The same :func:`~bivio.core.stream.plain_response` as every other error,
+        written synchronously: this runs in a parser callback, not in a task.
+        """
+        headers, body = plain_response(reason)
         stream.response_started = True
         stream._status = status
-        stream._resp_headers = [(b"content-type", b"text/plain; charset=utf-8")]
+        stream._resp_headers = headers
         self.transport.write(stream._head(len(body)) + body)
         stream.sent = len(body)
         stream._finish()
 
     def _write_error(self, status: int, reason: str, stream: H1Stream | None = None) -> None:
+        """A request the connection cannot carry on from (4xx): answer it, then close."""
         if self._closed:
             return
-        body = reason.encode()
-        self.transport.write(
-            status_line(status)
-            + b"content-type: text/plain; charset=utf-8\r\ncontent-length: %d\r\n" % len(body)
-            + b"connection: close\r\n" + self.ctx.default_headers + b"\r\n" + body
-        )
-        if logs.access_enabled():
-            method = stream.method if stream else "-"
-            target = stream.target.decode("latin-1") if stream else "-"
-            logs.log_access(self.client, method, target, stream.http_version if stream else "1.1",
-                            status, len(body), 0.0)
-        self._close()
+        if stream is None:  # the head was never complete: answer as HTTP/1.1, no request
+            stream = H1Stream(self, "-", "1.1", b"-", [], False, False)
+        stream.keep_alive = False
+        stream.head_only = False
+        self._current = stream
+        self._reply_error(stream, status, reason)
+        self.close_now()
 
     def _on_idle_timeout(self) -> None:
         self._timer = None
         if self._current is None and self._parsing is None and not self._in_head:
-            self._close()
+            self.close_now()
 
     def _on_header_timeout(self) -> None:
         self._timer = None
@@ -782,7 +778,7 @@ class H1Connection(WriteFlow, asyncio.Protocol):
             self._reading_paused = False
             self.transport.resume_reading()
 
-    def _close(self) -> None:
+    def close_now(self) -> None:
         if not self._closed:
             self._closed = True
             self._cancel_timer()
@@ -825,7 +821,7 @@ class H1Connection(WriteFlow, asyncio.Protocol):
     def shutdown(self) -> None:
         """Graceful shutdown: close now if idle, else after the current response."""
         if self.is_idle() and self._served:
-            self._close()
+            self.close_now()
 
     # -- zero-copy file sending ---------------------------------------------------------------
 
@@ -864,7 +860,7 @@ class H1Connection(WriteFlow, asyncio.Protocol):
                         return
                     raise
                 if sent == 0:
-                    self._close()  # the file shrank under us; the length is now wrong
+                    self.close_now()  # the file shrank under us; the length is now wrong
                     raise RuntimeError("file ended before its announced length")
                 offset += sent
                 count -= sent
@@ -884,7 +880,7 @@ class H1Connection(WriteFlow, asyncio.Protocol):
         while count > 0:
             chunk = os.pread(fd, min(count, 256 * 1024), offset)
             if not chunk:
-                self._close()
+                self.close_now()
                 raise RuntimeError("file ended before its announced length")
             self.transport.write(chunk)
             offset += len(chunk)

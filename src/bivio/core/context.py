@@ -1,17 +1,22 @@
-"""State one worker shares between its connections.
+"""State one worker shares between its connections, and the connection side of the contract.
 
 Connection protocols read their settings and the pre-encoded default headers
-from here, register themselves for graceful shutdown, and start request
-handlers through :meth:`ServerContext.start_handler` so in-flight requests can
-be counted (``--limit-concurrency``) and awaited on shutdown.
+from here, register themselves (a :class:`Connection`) for graceful shutdown
+and intake, start request handlers through :meth:`ServerContext.start_handler`
+so in-flight requests can be counted (``--limit-concurrency``) and awaited on
+shutdown, and report each finished response through :meth:`ServerContext.record`
+(the access log today, metrics later: protocols write no log lines).
 
 Intake: a handler that cannot take more work (the WSGI thread pool with every
 thread busy) calls :meth:`ServerContext.pause_intake`; every connection then
-stops reading *new* requests (a connection in the middle of a request keeps
-reading its body, so a running app is never starved) until
-:meth:`ServerContext.resume_intake`. Unread requests wait in the kernel's socket
-buffers rather than in bivio's memory. Connections implement ``pause_intake()``
-and ``resume_intake()``; the protocol stays ignorant of why.
+stops *starting new streams* until :meth:`ServerContext.resume_intake`. How is
+the protocol's business: HTTP/1.1 stops reading between requests (a connection
+in the middle of a request keeps reading its body, so a running app is never
+starved), so unread requests wait in the kernel's socket buffers rather than
+in bivio's memory; a multiplexed protocol (HTTP/2) must keep reading (other
+streams' bodies, window updates, pings) and instead defers or refuses new
+streams (REFUSED_STREAM, a lower SETTINGS_MAX_CONCURRENT_STREAMS). The
+protocol stays ignorant of why.
 """
 
 from __future__ import annotations
@@ -21,29 +26,94 @@ import email.utils
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
 
 from .config import Config
 
 if TYPE_CHECKING:
     from .stream import Stream
 
+
+class StreamHandler(Protocol):
+    """What answers streams: an adapter, the static files, the hybrid dispatcher.
+
+    ``bind`` gives it the worker's context once, before the first stream (the
+    WSGI pool pauses intake through it); ``shutdown`` runs once after the last
+    stream finished (the WSGI pool stops its threads). Wrappers pass both on.
+    """
+
+    def __call__(self, stream: Stream) -> Awaitable[None]: ...
+
+    def bind(self, ctx: ServerContext) -> None: ...
+
+    def shutdown(self) -> None: ...
+
+
 Handler = Callable[["Stream"], Awaitable[None]]
 
 
+class Connection(Protocol):
+    """What the worker asks of every live connection (HTTP/1.1, WebSocket, HTTP/2)."""
+
+    def is_idle(self) -> bool:
+        """No stream in progress: closing it now loses nothing."""
+        ...
+
+    @property
+    def awaiting_first_request(self) -> bool:
+        """Accepted but nothing received yet: shutdown waits for it a little."""
+        ...
+
+    def pause_intake(self) -> None:
+        """Start no new stream until :meth:`resume_intake` (see the module docstring)."""
+        ...
+
+    def resume_intake(self) -> None: ...
+
+    def shutdown(self) -> None:
+        """Graceful shutdown: finish what is in progress, take nothing new; idempotent."""
+        ...
+
+    def close_now(self) -> None:
+        """Close at once, whatever is in progress (a second SIGTERM)."""
+        ...
+
+
+@dataclass(slots=True)
+class ResponseInfo:
+    """One finished response, as the per-response hooks see it."""
+
+    client: tuple[str, int] | None
+    method: str
+    target: str
+    http_version: str
+    status: int
+    sent: int  # body bytes
+    duration: float  # seconds from the request head to the end of the response
+    protocol: str  # "http/1.1", "h2", "websocket"
+    interface: str  # "asgi", "wsgi", "static"; "-" when the server answered itself
+
+
+ResponseHook = Callable[[ResponseInfo], None]
+
+
 class ServerContext:
-    """Per-worker shared state; one instance per :class:`bivio.server.Server`."""
+    """Per-worker shared state; one instance per :class:`bivio.process.server.Server`."""
 
     def __init__(self, config: Config, handler: Handler) -> None:
         self.config = config
         self.handler = handler
-        self.connections: set[Any] = set()
+        self.connections: set[Connection] = set()
         self.tasks: set[asyncio.Task[None]] = set()
         self.shutting_down = False
         # Requests started by this worker: the supervisor's worker agent reads it
         # for --limit-max-requests (a counter here costs one add per request).
         self.requests = 0
         self.intake_paused = False
+        # Called with a ResponseInfo after every response; empty means nobody
+        # listens, and protocols then build no record at all (the hot path).
+        self.response_hooks: list[ResponseHook] = []
         self.server_header = b"server: bivio\r\n" if config.server_header else b""
         self.extra_headers = b"".join(n + b": " + v + b"\r\n" for n, v in config.extra_headers)
         self.date_header = b""
@@ -67,6 +137,15 @@ class ServerContext:
             self._date_timer.cancel()
             self._date_timer = None
 
+    def record(self, client: tuple[str, int] | None, method: str, target: str,
+               http_version: str, status: int, sent: int, duration: float, protocol: str,
+               interface: str) -> None:
+        """Report one finished response to every hook (call only if ``response_hooks``)."""
+        info = ResponseInfo(client, method, target, http_version, status, sent, duration,
+                            protocol, interface)
+        for hook in self.response_hooks:
+            hook(info)
+
     @property
     def in_flight(self) -> int:
         return len(self.tasks)
@@ -76,7 +155,7 @@ class ServerContext:
         return limit is not None and len(self.tasks) >= limit
 
     def pause_intake(self) -> None:
-        """Stop reading new requests on every connection (see the module docstring)."""
+        """Start no new streams on any connection (see the module docstring)."""
         if not self.intake_paused:
             self.intake_paused = True
             for conn in list(self.connections):
@@ -110,7 +189,7 @@ class ServerContext:
                     _report(task.exception())  # type: ignore[arg-type]
                 return None
         else:
-            task = loop.create_task(self.handler(stream))
+            task = loop.create_task(self.handler(stream))  # type: ignore[arg-type]
         self.tasks.add(task)
         task.add_done_callback(self._task_done)
         return task

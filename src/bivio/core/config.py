@@ -14,6 +14,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from .headers import valid_name, valid_value
+from .paths import PathError, normalize_mounts, normalize_prefix
+
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 
 
@@ -195,13 +198,19 @@ def convert(option: Option, value: Any) -> Any:
 
 
 def parse_header(text: str) -> tuple[bytes, bytes]:
+    """``NAME:VALUE`` (``--header``), checked by the same rule as every response header."""
     name, sep, value = text.partition(":")
     name = name.strip()
-    if not sep or not name or any(c in name for c in " \t\r\n()<>@,;:\\\"/[]?={}"):
+    try:
+        bname = name.lower().encode("latin-1")
+        bvalue = value.strip().encode("latin-1")
+    except UnicodeEncodeError:
+        raise ConfigError(f"--header: not latin-1: {text!r}") from None
+    if not sep or not valid_name(bname):
         raise ConfigError(f"--header: expected NAME:VALUE, got {text!r}")
-    if any(c in value for c in "\r\n\0"):
+    if not valid_value(bvalue):
         raise ConfigError(f"--header: control characters in value of {name!r}")
-    return name.lower().encode("latin-1"), value.strip().encode("latin-1")
+    return bname, bvalue
 
 
 def parse_networks(text: str) -> tuple[Any, ...]:
@@ -237,12 +246,10 @@ def _check_hybrid(values: dict[str, Any]) -> None:
             "auto", "wsgi"):
         raise ConfigError("--interface: in hybrid mode (--asgi-app) MODULE:ATTR is the WSGI "
                           f"app, so it cannot be {values['interface']}")
-    from .dispatch import PrefixError, normalize_prefix  # dispatch imports this module
-
     for prefix in values.get("asgi_path", ()):
         try:
             normalize_prefix(prefix)
-        except PrefixError as exc:
+        except PathError as exc:
             raise ConfigError(str(exc)) from None
 
 
@@ -297,6 +304,11 @@ class Config:
     # Derived once here so the hot path never re-parses them.
     extra_headers: tuple[tuple[bytes, bytes], ...] = field(default=(), repr=False)
     trusted_proxies: tuple[Any, ...] = field(default=(), repr=False)
+    # Not an option: True in a worker started by the supervisor (--workers,
+    # --limit-max-requests, --reload), where another process may run the same app
+    # at the same time (WSGI's ``wsgi.multiprocess``). The worker's own options
+    # have ``workers`` cleared, so this cannot be derived from them.
+    multiprocess: bool = field(default=False, repr=False)
 
     @classmethod
     def from_options(
@@ -337,9 +349,10 @@ class Config:
             values["root_path"] = root
         _check_hybrid(values)
         if values.get("static"):
-            from .static import normalize  # static imports this module
-
-            values["static"] = normalize(values["static"])
+            try:
+                values["static"] = normalize_mounts(values["static"])
+            except PathError as exc:
+                raise ConfigError(str(exc)) from None
         if values.get("uds") is not None and values.get("fd") is not None:
             raise ConfigError("--uds and --fd: choose one")
         return cls(**values)

@@ -19,37 +19,16 @@ from __future__ import annotations
 import asyncio
 import os
 from typing import Any
-from urllib.parse import unquote
 
-from .logs import logger
-from .stream import ClientDisconnected, Stream, send_plain
+from ..core.context import ServerContext
+from ..core.logs import logger
+from ..core.paths import scope_paths
+from ..core.stream import ClientDisconnected, Stream, send_plain
+from .asgi_ws import ASGIWebSocketHandler
 
-ASGI_VERSION = {"version": "3.0", "spec_version": "2.4"}
-EXTENSIONS = {
-    "http.response.pathsend": {},
-    "http.response.trailers": {},
-    "http.response.early_hint": {},
-}
+ASGI_VERSION = "3.0"
+SPEC_VERSION = "2.4"
 DISCONNECT = {"type": "http.disconnect"}
-
-
-def scope_paths(raw_path: bytes, root: str) -> tuple[str, bytes]:
-    """``path`` and ``raw_path`` for a scope mounted at ``root`` (``--root-path``).
-
-    Both include the root path (the ASGI spec, and what Starlette and Django
-    expect). A proxy that strips the prefix sends ``/x``: the root is
-    prepended. A proxy that keeps it sends ``/app/x``: the root is already
-    there and is not prepended twice, which matches what the WSGI adapter does
-    with ``SCRIPT_NAME``.
-    """
-    path = raw_path.decode("latin-1")
-    if "%" in path:
-        path = unquote(path)
-    if not root:
-        return path, raw_path
-    if path == root or path.startswith(root + "/"):
-        return path, raw_path
-    return root + path, root.encode("latin-1") + raw_path
 
 
 class HTTPCycle:
@@ -141,20 +120,30 @@ async def _send_path(stream: Stream, path: str | os.PathLike[str]) -> None:
 
 
 class ASGIHandler:
-    """Turns each stream into an ASGI HTTP scope and runs the app on it."""
+    """Turns each stream into an ASGI HTTP scope and runs the app on it.
+
+    Every scope is built fresh, down to its ``asgi`` and ``extensions`` dicts:
+    a middleware that writes into a scope must never change a later request's.
+    """
 
     def __init__(self, app: Any, root_path: str = "", state: dict[str, Any] | None = None):
         self.app = app
         self.root_path = root_path
         self.state = state if state is not None else {}
-        self._ws_handler: Any = None  # built on the first WebSocket upgrade (asgi_ws.py)
+        self._ws_handler = ASGIWebSocketHandler(app, root_path, self.state)
+
+    def bind(self, ctx: ServerContext) -> None:
+        """Nothing to do: an ASGI app needs no worker resources but the loop."""
+
+    def shutdown(self) -> None:
+        """Nothing to stop (the lifespan shutdown is the server's)."""
 
     def scope(self, stream: Stream) -> dict[str, Any]:
         root = self.root_path
         path, raw_path = scope_paths(stream.raw_path, root)
         return {
             "type": "http",
-            "asgi": ASGI_VERSION,
+            "asgi": {"version": ASGI_VERSION, "spec_version": SPEC_VERSION},
             "http_version": stream.http_version,
             "method": stream.method,
             "scheme": stream.scheme,
@@ -165,13 +154,18 @@ class ASGIHandler:
             "headers": stream.headers,
             "client": stream.client,
             "server": stream.server,
-            "extensions": EXTENSIONS,
+            "extensions": {
+                "http.response.pathsend": {},
+                "http.response.trailers": {},
+                "http.response.early_hint": {},
+            },
             "state": self.state.copy(),
         }
 
     async def __call__(self, stream: Stream) -> None:
+        stream.interface = "asgi"
         if stream.upgrade is not None:
-            await self._websocket(stream)
+            await self._ws_handler(stream)
             return
         cycle = HTTPCycle(stream)
         try:
@@ -200,15 +194,6 @@ class ASGIHandler:
             stream.abort()
 
 
-    async def _websocket(self, stream: Stream) -> None:
-        """A WebSocket upgrade: the ``websocket`` scope, in :mod:`bivio.asgi_ws`."""
-        if self._ws_handler is None:
-            from .asgi_ws import ASGIWebSocketHandler
-
-            self._ws_handler = ASGIWebSocketHandler(self.app, ASGI_VERSION, self.root_path,
-                                                    self.state)
-        await self._ws_handler(stream)
-
 
 async def _fail(stream: Stream) -> None:
     """Answer 500 if nothing was sent yet; otherwise the response is broken: drop it."""
@@ -218,6 +203,6 @@ async def _fail(stream: Stream) -> None:
         stream.abort()
         return
     try:
-        await send_plain(stream, 500, "Internal Server Error")
+        await send_plain(stream, 500, "Internal Server Error", close=True)
     except (ClientDisconnected, RuntimeError, ValueError):
         stream.abort()

@@ -155,3 +155,40 @@ def load_app(target: Any, *, factory: bool = False, app_dir: str | None = ".",
     if interface == "wsgi":
         return WSGIApp(app)
     return ASGI2Adapter(app) if interface == "asgi2" else app
+
+
+def django_targets(project: str) -> tuple[str, str]:
+    """``--django mysite`` -> the two entry points ``startproject`` writes."""
+    return f"{project}.wsgi:application", f"{project}.asgi:application"
+
+
+def load_pair(app: Any, asgi_target: str, *, factory: bool = False, app_dir: str | None = ".",
+              interface: str = "auto", django: str | None = None) -> tuple[WSGIApp, ASGIApp]:
+    """Load hybrid mode's two apps and check that each is the kind its place needs.
+
+    A swapped or doubled pair would otherwise start and then fail on the first
+    request (a WSGI app called with a scope, or an ASGI app on the thread pool),
+    so it is refused at startup with a :class:`LoadError` (exit code 1, as for
+    any app that cannot be loaded). ``factory`` and ``interface`` apply to
+    ``app``, the WSGI one; the ASGI app's interface is always detected.
+    """
+    where = f"--django {django}: " if django else ""
+    try:
+        wsgi = load_app(app, factory=factory, app_dir=app_dir, interface=interface)
+    except LoadError as exc:
+        raise LoadError(f"{where}{exc}") from exc
+    if not isinstance(wsgi, WSGIApp):
+        raise LoadError(f"hybrid mode: {_name(app)} is an ASGI application, but MODULE:ATTR "
+                        f"must be the WSGI one (the ASGI app goes in --asgi-app)")
+    try:
+        asgi = load_app(asgi_target, app_dir=None)  # sys.path already has --app-dir
+    except LoadError as exc:
+        raise LoadError(f"{where or '--asgi-app: '}{exc}") from exc
+    if isinstance(asgi, WSGIApp):
+        raise LoadError(f"--asgi-app: {asgi_target} is a WSGI application; --asgi-app takes "
+                        f"the ASGI one (MODULE:ATTR is the WSGI app)")
+    return wsgi, asgi
+
+
+def _name(target: Any) -> str:
+    return target if isinstance(target, str) else getattr(target, "__qualname__", repr(target))

@@ -1,6 +1,6 @@
-"""The ASGI WebSocket adapter: the ``websocket`` scope over :mod:`bivio.websocket`.
+"""The ASGI WebSocket adapter: the ``websocket`` scope over :mod:`bivio.protocols.websocket`.
 
-It turns ASGI messages into calls on a :class:`~bivio.websocket.WebSocket`
+It turns ASGI messages into calls on a :class:`~bivio.core.stream.WebSocketSession`
 (accept, send, close) and the connection's messages into ``websocket.receive``
 and ``websocket.disconnect``. Frames, masks, deflate and close codes are the
 protocol's; the adapter only keeps the ASGI state machine:
@@ -18,12 +18,18 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from .asgi import scope_paths
-from .logs import logger
-from .stream import ClientDisconnected, Stream, send_plain
-from .websocket import WebSocket, WebSocketClosed
+from ..core.logs import logger
+from ..core.paths import scope_paths
+from ..core.stream import (
+    ClientDisconnected,
+    Stream,
+    WebSocketClosed,
+    WebSocketSession,
+    send_plain,
+)
 
-EXTENSIONS = {"websocket.http.response": {}}
+ASGI_VERSION = "3.0"
+SPEC_VERSION = "2.4"
 
 _CONNECTING, _CONNECTED, _RESPONSE, _CLOSED = range(4)
 
@@ -33,7 +39,7 @@ class WebSocketCycle:
 
     __slots__ = ("stream", "ws", "state", "connect_sent", "disconnected", "response_done")
 
-    def __init__(self, stream: Stream, ws: WebSocket) -> None:
+    def __init__(self, stream: Stream, ws: WebSocketSession) -> None:
         self.stream = stream
         self.ws = ws
         self.state = _CONNECTING
@@ -116,25 +122,23 @@ class WebSocketCycle:
 async def _deny(stream: Stream) -> None:
     """The app closed before accepting: 403, as the ASGI spec asks."""
     if not stream.disconnected and not stream.response_started:
-        await send_plain(stream, 403, "Forbidden")
+        await send_plain(stream, 403, "Forbidden", close=True)
 
 
 class ASGIWebSocketHandler:
     """Runs an ASGI app on WebSocket upgrade streams (``stream.upgrade == "websocket"``)."""
 
-    def __init__(self, app: Any, asgi_version: dict[str, str], root_path: str,
-                 state: dict[str, Any]) -> None:
+    def __init__(self, app: Any, root_path: str, state: dict[str, Any]) -> None:
         self.app = app
-        self.asgi_version = asgi_version
         self.root_path = root_path
         self.state = state
 
-    def scope(self, stream: Stream, ws: WebSocket) -> dict[str, Any]:
+    def scope(self, stream: Stream, ws: WebSocketSession) -> dict[str, Any]:
         root = self.root_path
         path, raw_path = scope_paths(stream.raw_path, root)
         return {
             "type": "websocket",
-            "asgi": self.asgi_version,
+            "asgi": {"version": ASGI_VERSION, "spec_version": SPEC_VERSION},
             "http_version": stream.http_version,
             "scheme": "wss" if stream.scheme == "https" else "ws",
             "path": path,
@@ -146,14 +150,14 @@ class ASGIWebSocketHandler:
             "server": stream.server,
             "subprotocols": ws.subprotocols,
             "state": self.state.copy(),
-            "extensions": EXTENSIONS,
+            "extensions": {"websocket.http.response": {}},
         }
 
     async def __call__(self, stream: Stream) -> None:
-        ws: WebSocket = stream.open_websocket()  # type: ignore[attr-defined]
+        ws = stream.open_websocket()
         if ws.handshake_error is not None:
             status, text = ws.handshake_error
-            await send_plain(stream, status, text)
+            await send_plain(stream, status, text, close=True)
             return
         cycle = WebSocketCycle(stream, ws)
         try:
@@ -182,12 +186,12 @@ class ASGIWebSocketHandler:
             stream.abort()
 
 
-async def _after_error(stream: Stream, ws: WebSocket, cycle: WebSocketCycle) -> None:
+async def _after_error(stream: Stream, ws: WebSocketSession, cycle: WebSocketCycle) -> None:
     """Before the handshake was answered: 500; after accepting: close with 1011."""
     if cycle.state == _CONNECTING and not ws.accepted:
         if not stream.disconnected and not stream.response_started:
             try:
-                await send_plain(stream, 500, "Internal Server Error")
+                await send_plain(stream, 500, "Internal Server Error", close=True)
             except (ClientDisconnected, RuntimeError, ValueError):
                 stream.abort()
     elif cycle.state == _RESPONSE:

@@ -43,13 +43,12 @@ import os
 import re
 import stat
 from collections.abc import Iterable
-from dataclasses import dataclass
 from email.utils import formatdate, parsedate_to_datetime
-from typing import Any
-from urllib.parse import quote, unquote_to_bytes
+from urllib.parse import unquote_to_bytes
 
-from .config import ConfigError
-from .stream import ClientDisconnected, Headers, Stream
+from ..core.context import Handler, ServerContext, StreamHandler
+from ..core.paths import Mount
+from ..core.stream import ClientDisconnected, Headers, Stream, send_plain
 
 HASHED_NAME = re.compile(r"\.[0-9a-f]{12}\.[A-Za-z0-9]+$")
 IMMUTABLE = b"public, max-age=31536000, immutable"
@@ -61,42 +60,6 @@ _TEXT_LIKE = ("application/javascript", "application/json", "image/svg+xml",
               "application/xml", "application/manifest+json")
 _WRAPPED_TYPES = {"gzip": "application/gzip", "br": "application/x-brotli",
                   "bzip2": "application/x-bzip2", "xz": "application/x-xz"}
-
-
-@dataclass(frozen=True)
-class Mount:
-    """One ``--static`` mount: ``prefix`` (bytes, ends with ``/``) served from ``root``."""
-
-    prefix: bytes
-    root: str
-
-
-def parse_mount(spec: str) -> Mount:
-    """Parse ``URL_PREFIX=DIRECTORY``; the directory must exist (checked once, at start)."""
-    prefix, sep, directory = spec.partition("=")
-    if not sep or not prefix or not directory:
-        raise ConfigError(f"--static: expected URL_PREFIX=DIRECTORY, got {spec!r}")
-    if not prefix.startswith("/"):
-        raise ConfigError(f"--static: URL prefix must start with '/', got {prefix!r}")
-    if any(c in prefix for c in "?#\\\0") or "/../" in prefix + "/" or "/./" in prefix + "/":
-        raise ConfigError(f"--static: invalid URL prefix {prefix!r}")
-    root = os.path.realpath(directory)
-    if not os.path.isdir(root):
-        raise ConfigError(f"--static: {directory!r} is not a directory")
-    if not prefix.endswith("/"):
-        prefix += "/"
-    return Mount(quote(prefix, safe="/:@!$&'()*+,;=-._~%").encode("ascii"), root)
-
-
-def normalize(specs: Iterable[str]) -> tuple[str, ...]:
-    """Validate ``--static`` values; directories made absolute so workers agree on them."""
-    return tuple(f"{m.prefix.decode('ascii')}={m.root}" for m in map(parse_mount, specs))
-
-
-def parse_mounts(specs: Iterable[str]) -> tuple[Mount, ...]:
-    """All mounts, longest prefix first so ``/static/admin/`` wins over ``/static/``."""
-    mounts = [parse_mount(s) for s in specs]
-    return tuple(sorted(mounts, key=lambda m: len(m.prefix), reverse=True))
 
 
 def parse_range(value: bytes, size: int) -> tuple[int, int] | None | bool:
@@ -189,26 +152,29 @@ def _not_modified_since(header: bytes, mtime: float) -> bool:
 class StaticFiles:
     """Answer requests under ``mounts`` from disk; pass every other stream to ``next_handler``.
 
-    Attributes the server looks up on its handler (``bind``, ``shutdown``, ...)
-    are forwarded to ``next_handler``, so wrapping changes nothing else.
+    ``bind`` and ``shutdown`` are passed on to ``next_handler``, so wrapping
+    changes nothing else.
     """
 
-    def __init__(self, mounts: Iterable[Mount], next_handler: Any) -> None:
+    def __init__(self, mounts: Iterable[Mount], next_handler: StreamHandler) -> None:
         self.mounts = tuple(mounts)
-        self.next_handler = next_handler
+        self.next_handler: StreamHandler = next_handler
+        self._next: Handler = next_handler
 
-    def __getattr__(self, name: str) -> Any:
-        if name in ("mounts", "next_handler"):  # not set yet (copy/pickle): no recursion
-            raise AttributeError(name)
-        return getattr(self.next_handler, name)
+    def bind(self, ctx: ServerContext) -> None:
+        self.next_handler.bind(ctx)
+
+    def shutdown(self) -> None:
+        self.next_handler.shutdown()
 
     async def __call__(self, stream: Stream) -> None:
         path = stream.raw_path
         for mount in self.mounts:
             if path.startswith(mount.prefix):
+                stream.interface = "static"
                 await self.serve(stream, mount, path[len(mount.prefix):])
                 return
-        await self.next_handler(stream)
+        await self._next(stream)
 
     async def serve(self, stream: Stream, mount: Mount, rel: bytes) -> None:
         """Answer one request under ``mount``; ``rel`` is the raw path after its prefix."""
@@ -361,11 +327,7 @@ def _header(headers: Headers, name: bytes) -> bytes | None:
 
 async def _plain(stream: Stream, status: int, text: bytes, extra: Headers | None = None
                  ) -> None:
-    body = text + b"\n"
-    await stream.start_response(status, [*(extra or ()),
-                                         (b"content-type", b"text/plain; charset=utf-8"),
-                                         (b"content-length", b"%d" % len(body))])
     try:
-        await stream.send_body(body, False)
+        await send_plain(stream, status, text + b"\n", extra or ())
     except ClientDisconnected:
         pass

@@ -13,6 +13,10 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .context import ResponseInfo
 
 TRACE = 5
 logging.addLevelName(TRACE, "TRACE")
@@ -48,10 +52,9 @@ def access_enabled() -> bool:
     return access_logger.isEnabledFor(logging.INFO)
 
 
-def log_access(
-    client: tuple[str, int] | None, method: str, target: str, version: str,
-    status: int, sent: int, seconds: float,
-) -> None:
+def log_response(info: ResponseInfo) -> None:
+    """The access log, as a per-response hook (:meth:`ServerContext.record`)."""
+    client = info.client
     who = f"{client[0]}:{client[1]}" if client else "-"
-    access_logger.info('%s - "%s %s HTTP/%s" %d %d %.2fms',
-                       who, method, target, version, status, sent, seconds * 1000.0)
+    access_logger.info('%s - "%s %s HTTP/%s" %d %d %.2fms', who, info.method, info.target,
+                       info.http_version, info.status, info.sent, info.duration * 1000.0)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from .logs import logger
+from ..core.logs import logger
 
 
 class LifespanFailure(Exception):

@@ -43,11 +43,13 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
 from typing import Any
-from urllib.parse import unquote_to_bytes
 
-from .config import Config
-from .logs import logger
-from .stream import ClientDisconnected, Headers, Stream, send_plain
+from ..core.config import Config
+from ..core.context import ServerContext
+from ..core.headers import valid_name, valid_value
+from ..core.logs import logger
+from ..core.paths import app_path
+from ..core.stream import ClientDisconnected, Headers, Stream, send_plain
 
 HIGH_WATER = 256 * 1024  # queued response bytes before the app's write/yield blocks
 LOW_WATER = 64 * 1024
@@ -61,8 +63,6 @@ HOP_BY_HOP = frozenset({
     "trailer", "trailers", "transfer-encoding", "upgrade",
 })
 _STATUS = re.compile(r"([2-9][0-9][0-9])(?: [^\x00-\x1f\x7f]*)?")
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
 
@@ -122,9 +122,25 @@ class _Exchange:
             fut, self.waiter = self.waiter, None
             full = self.pending > HIGH_WATER
         if fut is not None:
-            self.loop.call_soon_threadsafe(_wake, fut)
+            self._wake_loop(fut)
         if full:
             self._wait(lambda: self.pending <= LOW_WATER)
+
+    def finish(self, *items: tuple[Any, ...]) -> None:
+        """Post the last items (``_FAIL``, ``_END``), even after the client left; never raises."""
+        with self.lock:
+            self.items.extend(items)
+            fut, self.waiter = self.waiter, None
+        if fut is not None:
+            self._wake_loop(fut)
+
+    def _wake_loop(self, fut: asyncio.Future[None]) -> None:
+        """Wake the loop side; a loop already closed (forced shutdown) has no one to wake."""
+        try:
+            self.loop.call_soon_threadsafe(_wake, fut)
+        except RuntimeError:  # the loop is closed: the pump was cancelled long ago
+            with self.lock:
+                self.gone = True
 
     def _wait(self, ready: Callable[[], bool]) -> None:
         with self.lock:
@@ -158,10 +174,21 @@ class _Exchange:
             if self.cond is not None:
                 self.cond.notify_all()
 
-    def _abandon(self) -> None:
-        """The response can go no further: wake a waiting thread so it sees the error."""
+    def _abandon(self, error: BaseException | None = None) -> None:
+        """The response can go no further: wake a waiting thread so it sees why.
+
+        With ``error`` (a failed file send) the thread's pending :meth:`call`
+        gets it as its answer, set under the same lock as ``gone``, so the
+        thread raises the real error (and logs it) rather than "client gone".
+        The loop side stops waiting for more: a stale waiter is dropped, so a
+        thread that outlives a cancelled pump never wakes a loop that is gone.
+        """
         with self.lock:
             self.gone = True
+            self.waiter = None
+            if error is not None and not self.has_result:
+                self.result = error
+                self.has_result = True
             if self.cond is not None:
                 self.cond.notify_all()
 
@@ -212,6 +239,8 @@ class _Exchange:
                     self._sent(len(data))
                 elif tag == _START:
                     if not self.gone:
+                        if item[3]:  # the app said Connection: close
+                            stream.close_after_response()
                         try:
                             await stream.start_response(item[1], item[2])
                         except ClientDisconnected:
@@ -227,8 +256,7 @@ class _Exchange:
                             raise ClientDisconnected("client disconnected")
                         await stream.send_file(item[1], item[2], item[3])
                     except Exception as exc:
-                        self._abandon()
-                        self._answer(exc)
+                        self._abandon(exc)
                     else:
                         self._answer(None)
                 elif tag == _FAIL:
@@ -238,7 +266,8 @@ class _Exchange:
                             stream.abort()  # the head is out: only closing tells the client
                         else:
                             try:
-                                await send_plain(stream, 500, "Internal Server Error")
+                                await send_plain(stream, 500, "Internal Server Error",
+                                                 close=True)
                             except (ClientDisconnected, RuntimeError, ValueError):
                                 stream.abort()
                 else:  # _END
@@ -247,7 +276,7 @@ class _Exchange:
                     try:
                         if not stream.response_started:
                             # Only when the app swallowed a broken read and then stopped.
-                            await send_plain(stream, 500, "Internal Server Error")
+                            await send_plain(stream, 500, "Internal Server Error", close=True)
                         elif self.gone:
                             stream.abort()
                         else:
@@ -468,20 +497,22 @@ class WSGIHandler:
         self.free = self.size
         self.resume_at = max(1, self.size // 4)
         self.waiters: deque[asyncio.Future[None]] = deque()
-        self.ctx: Any = None
+        self.ctx: ServerContext | None = None
         logger.info("WSGI application: %d thread%s per worker", self.size,
                     "" if self.size == 1 else "s")
         self.base_environ: dict[str, Any] = {
             "SCRIPT_NAME": self.root_path,
             "wsgi.version": (1, 0),
             "wsgi.multithread": self.size > 1,
-            "wsgi.multiprocess": int(getattr(config, "workers", None) or 1) > 1,
+            # A supervised worker's own options have ``workers`` cleared: the
+            # supervisor marks its workers instead (Config.multiprocess).
+            "wsgi.multiprocess": config.multiprocess or (config.workers or 1) > 1,
             "wsgi.run_once": False,
             "wsgi.file_wrapper": FileWrapper,
             "wsgi.input_terminated": True,
         }
 
-    def bind(self, ctx: Any) -> None:
+    def bind(self, ctx: ServerContext) -> None:
         """Give the handler the server context, for pausing intake while saturated."""
         self.ctx = ctx
 
@@ -519,32 +550,32 @@ class WSGIHandler:
     # -- a request -----------------------------------------------------------------------
 
     async def __call__(self, stream: Stream) -> None:
+        stream.interface = "wsgi"
         if self.free:
             self.free -= 1
         else:
             await self._take_slot()
-        exchange = _Exchange(asyncio.get_running_loop(), stream)
-        call = _Call(self, stream, exchange)
-        self.pool.submit(call.run, self.size - self.free)
         try:
-            await exchange.pump()
-        except asyncio.CancelledError:
-            # Forced shutdown: the thread cannot be stopped, only told the client is gone.
-            exchange._abandon()
-            stream.abort()
-            raise
-        self._release_slot()
+            exchange = _Exchange(asyncio.get_running_loop(), stream)
+            call = _Call(self, stream, exchange)
+            self.pool.submit(call.run, self.size - self.free)
+            try:
+                await exchange.pump()
+            except BaseException:
+                # Forced shutdown (or a bug): the thread cannot be stopped, only told
+                # the client is gone; it then finishes on its own without the loop.
+                exchange._abandon()
+                stream.abort()
+                raise
+        finally:
+            self._release_slot()
 
     def environ(self, stream: Stream) -> dict[str, Any]:
         """The PEP 3333 environ (``wsgi.input`` is set by the caller)."""
         env = self.base_environ.copy()
         env["REQUEST_METHOD"] = stream.method
-        raw = stream.raw_path
-        path = (unquote_to_bytes(raw) if b"%" in raw else raw).decode("latin-1")
-        root = self.root_path
-        if root and (path == root or path.startswith(root + "/")):
-            path = path[len(root):]  # the proxy kept the prefix: it belongs in SCRIPT_NAME
-        env["PATH_INFO"] = path
+        # A prefix the proxy kept belongs in SCRIPT_NAME, not PATH_INFO.
+        env["PATH_INFO"] = app_path(stream.raw_path, self.root_path)
         env["QUERY_STRING"] = stream.query_string.decode("latin-1")
         env["SERVER_PROTOCOL"] = "HTTP/" + stream.http_version
         env["wsgi.url_scheme"] = stream.scheme
@@ -580,23 +611,23 @@ class WSGIHandler:
         return env
 
 
-def _body_kind(stream: Stream, env: dict[str, Any]) -> str:
-    """``"none"``, ``"length"`` or ``"unknown"`` (chunked, or HTTP/2 without a length)."""
-    if "CONTENT_LENGTH" in env:
-        return "none" if env["CONTENT_LENGTH"].strip() == "0" else "length"
-    if stream.http_version.startswith("1"):
-        for name, _ in stream.headers:
-            if name == b"transfer-encoding":
-                return "unknown"
-        return "none"  # HTTP/1.x: neither Content-Length nor chunked means no body
-    return "unknown"
+def _body_kind(stream: Stream) -> str:
+    """``"none"``, ``"length"`` or ``"unknown"`` (chunked, or HTTP/2 without a length).
+
+    The protocol knows the framing (``stream.body_length``); the adapter never
+    guesses it from headers or the HTTP version.
+    """
+    length = stream.body_length
+    if length is None:
+        return "unknown"
+    return "length" if length else "none"
 
 
 class _Call:
     """One WSGI call, run in a pool thread: environ, start_response, the iterable, close()."""
 
     __slots__ = ("handler", "stream", "exchange", "status", "headers", "headers_sent",
-                 "content_length")
+                 "content_length", "close")
 
     def __init__(self, handler: WSGIHandler, stream: Stream, exchange: _Exchange) -> None:
         self.handler = handler
@@ -606,6 +637,7 @@ class _Call:
         self.headers: Headers = []
         self.headers_sent = False
         self.content_length: int | None = None
+        self.close = False  # the app sent Connection: close
 
     # -- start_response and write ---------------------------------------------------------
 
@@ -627,20 +659,27 @@ class _Call:
                             "(expected 'NNN Reason' with NNN from 200 to 999)")
         encoded: Headers = []
         length: int | None = None
+        close = False
         for pair in headers:
             if not isinstance(pair, tuple) or len(pair) != 2:
                 raise WSGIError(f"start_response(): header {pair!r} is not a (name, value) tuple")
             name, value = pair
             if not isinstance(name, str) or not isinstance(value, str):
                 raise WSGIError(f"start_response(): header {pair!r}: name and value must be str")
-            if not _TOKEN.fullmatch(name):
+            # The one header rule (bivio.core.headers), applied to the encoded bytes.
+            bname = name.lower().encode("ascii", "replace")
+            if not valid_name(bname):
                 raise WSGIError(f"start_response(): invalid header name {name!r}")
-            if _BAD_VALUE.search(value):
+            try:
+                bvalue = value.encode("latin-1")
+            except UnicodeEncodeError:
+                raise WSGIError(f"start_response(): header {name!r} is not latin-1") from None
+            if not valid_value(bvalue):
                 raise WSGIError(f"start_response(): control character in header {name!r}")
             lname = name.lower()
             if lname in HOP_BY_HOP:
                 if lname == "connection" and value.strip().lower() == "close":
-                    encoded.append((b"connection", b"close"))  # honoured: close afterwards
+                    close = True  # honoured through the stream: close afterwards
                 else:
                     _warn_hop_by_hop(name)
                 continue
@@ -648,13 +687,11 @@ class _Call:
                 if not value.strip().isdigit():
                     raise WSGIError(f"start_response(): invalid Content-Length {value!r}")
                 length = int(value)
-            try:
-                encoded.append((lname.encode("ascii"), value.encode("latin-1")))
-            except UnicodeEncodeError:
-                raise WSGIError(f"start_response(): header {name!r} is not latin-1") from None
+            encoded.append((bname, bvalue))
         self.status = int(match.group(1))
         self.headers = encoded
         self.content_length = length
+        self.close = close
         return self.write
 
     def write(self, data: bytes) -> None:
@@ -671,7 +708,7 @@ class _Call:
             raise WSGIError("write() or a response body before start_response()")
         if data:
             self.headers_sent = True
-            self.exchange.post((_START, self.status, self.headers), (_DATA, data),
+            self.exchange.post((_START, self.status, self.headers, self.close), (_DATA, data),
                                size=len(data))
 
     # -- the call ------------------------------------------------------------------------------
@@ -682,7 +719,7 @@ class _Call:
         spool = None
         try:
             env = self.handler.environ(self.stream)
-            kind = _body_kind(self.stream, env)
+            kind = _body_kind(self.stream)
             if kind == "unknown":
                 spool = self._spool(env)
             else:
@@ -695,11 +732,7 @@ class _Call:
         finally:
             if spool is not None:
                 spool.close()
-            with exchange.lock:
-                exchange.items.append((_END,))
-                fut, exchange.waiter = exchange.waiter, None
-            if fut is not None:
-                exchange.loop.call_soon_threadsafe(_wake, fut)
+            exchange.finish((_END,))
 
     def _spool(self, env: dict[str, Any]) -> Any:
         """Read a body of unknown length (chunked) before the app runs; set CONTENT_LENGTH.
@@ -749,7 +782,7 @@ class _Call:
                 raise WSGIError("the WSGI application returned without calling start_response()")
             if not self.headers_sent:
                 self.headers_sent = True
-                self.exchange.post((_START, self.status, self.headers))
+                self.exchange.post((_START, self.status, self.headers, self.close))
         finally:
             close = getattr(result, "close", None)
             if close is not None:
@@ -771,7 +804,8 @@ class _Call:
                 self.exchange.post((_DATA, body), size=len(body))
             return
         self.headers_sent = True
-        self.exchange.post((_START, self.status, self.headers), (_DATA, body), size=len(body))
+        self.exchange.post((_START, self.status, self.headers, self.close), (_DATA, body),
+                           size=len(body))
 
     def _send_file(self, fd: int, offset: int, size: int) -> None:
         count = size if self.content_length is None else self.content_length
@@ -781,7 +815,7 @@ class _Call:
         headers = self.headers
         if self.content_length is None:  # said here so that HEAD gets it too
             headers = [*headers, (b"content-length", str(count).encode("ascii"))]
-        self.exchange.post((_START, self.status, headers))
+        self.exchange.post((_START, self.status, headers, self.close))
         self.exchange.call((_FILE, fd, offset, count))
 
     def _fail(self, exc: BaseException) -> None:
@@ -789,9 +823,7 @@ class _Call:
             logger.error("%s", exc)
         else:
             logger.error("Exception in WSGI application", exc_info=exc)
-        exchange = self.exchange
-        with exchange.lock:
-            exchange.items.append((_FAIL,))
+        self.exchange.finish((_FAIL,))
 
 
 _warned: set[str] = set()

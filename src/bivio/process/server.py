@@ -10,15 +10,14 @@ import stat
 from collections.abc import Callable
 from typing import Any
 
-from .asgi import ASGIHandler
-from .config import Config
-from .context import Handler, ServerContext
-from .http1 import H1Connection
-from .lifespan import Lifespan, LifespanFailure
-from .loader import WSGIApp
-from .logs import logger
-
-EXIT_STARTUP_FAILED = 3
+from ..adapters.asgi import ASGIHandler
+from ..adapters.lifespan import Lifespan, LifespanFailure
+from ..core import exits
+from ..core.config import Config
+from ..core.context import ServerContext, StreamHandler
+from ..core.logs import access_enabled, log_response, logger
+from ..protocols.http1 import H1Connection
+from .loader import WSGIApp, load_app, load_pair
 
 # Set by bivio.supervisor in a worker process before it runs the ordinary serve
 # path: called once this worker is ready (lifespan startup done, accepting), so it
@@ -76,7 +75,7 @@ def bind_socket(config: Config) -> socket.socket:
 
 
 def build_handler(config: Config, app: Any, asgi_app: Any = None,
-                  state: dict[str, Any] | None = None) -> Handler:
+                  state: dict[str, Any] | None = None) -> StreamHandler:
     """Build the worker's stream handler chain: the one place it is composed.
 
     ``app`` is an ASGI 3 app or a :class:`WSGIApp`; ``asgi_app`` is hybrid
@@ -85,12 +84,12 @@ def build_handler(config: Config, app: Any, asgi_app: Any = None,
     lifespan state the ASGI scopes carry. Handlers that answer before any app
     (static files) wrap the result here, so they come first in every mode.
     """
-    handler: Handler
+    handler: StreamHandler
     if asgi_app is not None or isinstance(app, WSGIApp):
-        from .wsgi import WSGIHandler  # the thread pool is only paid for by WSGI apps
+        from ..adapters.wsgi import WSGIHandler  # the thread pool is only paid for by WSGI apps
 
     if asgi_app is not None:
-        from .dispatch import Dispatcher
+        from ..adapters.dispatch import Dispatcher
 
         handler = Dispatcher(WSGIHandler(app.app, config),
                              ASGIHandler(asgi_app, config.root_path, state),
@@ -102,7 +101,8 @@ def build_handler(config: Config, app: Any, asgi_app: Any = None,
     else:
         handler = ASGIHandler(app, config.root_path, state)
     if config.static:
-        from .static import StaticFiles, parse_mounts  # first: files never reach an app
+        from ..adapters.static import StaticFiles  # first: files never reach an app
+        from ..core.paths import parse_mounts
 
         handler = StaticFiles(parse_mounts(config.static), handler)
     return handler
@@ -119,7 +119,6 @@ class Server:
         self.app = app
         self.asgi_app = asgi_app
         self.config = config
-        self.handler: Any
         if asgi_app is not None:
             if not isinstance(app, WSGIApp):
                 raise StartupError("hybrid mode: MODULE:ATTR must be a WSGI application")
@@ -128,14 +127,15 @@ class Server:
             # WSGI has no lifespan protocol; the thread pool is the app's runtime.
             if config.lifespan == "on":
                 raise StartupError("--lifespan on: a WSGI application has no lifespan protocol",
-                                   2)
+                                   exits.USAGE)
             self.lifespan = Lifespan(app, "off")
         else:
             self.lifespan = Lifespan(app, config.lifespan)
         self.handler = build_handler(config, app, asgi_app, self.lifespan.state)
         self.ctx = ServerContext(config, self.handler)
-        if hasattr(self.handler, "bind"):
-            self.handler.bind(self.ctx)  # the WSGI pool pauses intake through the context
+        self.handler.bind(self.ctx)  # the WSGI pool pauses intake through the context
+        if access_enabled():
+            self.ctx.response_hooks.append(log_response)
         self.should_exit = asyncio.Event()  # loop-independent on Python >= 3.10
         self.servers: list[asyncio.base_events.Server] = []
         self.sockets: list[socket.socket] = []
@@ -148,7 +148,8 @@ class Server:
         try:
             await self.lifespan.startup()
         except LifespanFailure as exc:
-            raise StartupError(f"application startup failed: {exc}", EXIT_STARTUP_FAILED) from None
+            raise StartupError(f"application startup failed: {exc}",
+                               exits.STARTUP_FAILED) from None
         try:
             sock = sock or bind_socket(self.config)
         except StartupError:
@@ -186,7 +187,7 @@ class Server:
             logger.warning("Second %s: closing connections now", signal.Signals(sig).name)
             self._force_exit = True
             for conn in list(self.ctx.connections):
-                conn._close()
+                conn.close_now()
             for task in list(self.ctx.tasks):
                 task.cancel()
             return
@@ -212,7 +213,7 @@ class Server:
         timeout = self.config.timeout_graceful_shutdown
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        while (ctx.tasks or any(not c.is_idle() or getattr(c, "awaiting_first_request", False)
+        while (ctx.tasks or any(not c.is_idle() or c.awaiting_first_request
                                 for c in ctx.connections)) \
                 and loop.time() < deadline and not self._force_exit:
             await asyncio.sleep(0.05)
@@ -224,13 +225,37 @@ class Server:
                 task.cancel()
             await asyncio.gather(*ctx.tasks, return_exceptions=True)
         for conn in list(ctx.connections):
-            conn._close()
+            conn.close_now()
         for server in self.servers:
             await server.wait_closed()
         ctx.stop_date_timer()
-        if hasattr(self.handler, "shutdown"):
-            self.handler.shutdown()  # WSGI: stop the idle pool threads
+        self.handler.shutdown()  # WSGI: stop the idle pool threads
         await self.lifespan.shutdown()
         if self.config.uds and os.path.exists(self.config.uds):
             os.unlink(self.config.uds)
         logger.info("Shutdown complete")
+
+
+def run(app: Any, config: Config) -> int:
+    """One worker, in this process: load the app (or hybrid pair), serve; the exit code.
+
+    The single-process path of :func:`bivio.process.main.serve`, and what each
+    supervised worker runs. Raises :class:`bivio.process.loader.LoadError`.
+    """
+    asgi_app = None
+    if config.asgi_app is not None:
+        loaded, asgi_app = load_pair(app, config.asgi_app, factory=config.factory,
+                                     app_dir=config.app_dir, interface=config.interface,
+                                     django=config.django)
+    else:
+        loaded = load_app(app, factory=config.factory, app_dir=config.app_dir,
+                          interface=config.interface)
+    try:
+        setup_loop(config.loop)
+        asyncio.run(Server(loaded, config, asgi_app).serve())
+    except StartupError as exc:
+        logger.error("%s", exc)
+        return exc.code
+    except KeyboardInterrupt:
+        pass
+    return exits.OK

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import faulthandler
 import fnmatch
 import json
@@ -52,16 +53,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
+from ..core import exits
+from ..core.config import OPTIONS, Config, ConfigError
+from ..core.logs import logger, setup_logging
 from . import server as server_module
-from .config import OPTIONS, Config, ConfigError
-from .logs import logger
-from .server import EXIT_STARTUP_FAILED, StartupError, bind_socket
+from .loader import LoadError
+from .server import StartupError, bind_socket
 
-EXIT_LOAD_ERROR = 1
-EXIT_WORKER_FAILED = 4
-"""A worker died before it was ready for a reason other than exit codes 1 or 3."""
-
-WORKER_CODE = "from bivio.supervisor import worker_main; worker_main()"
+WORKER_CODE = "from bivio.process.supervisor import worker_main; worker_main()"
 TICK = 0.1
 """Seconds between the parent's checks (exits, heartbeats, deadlines)."""
 KILL_GRACE = 1.0
@@ -112,8 +111,8 @@ def describe_exit(code: int) -> str:
             return f"killed by {signal.Signals(-code).name}"
         except ValueError:
             return f"killed by signal {-code}"
-    reason = {EXIT_LOAD_ERROR: "the app could not be loaded",
-              EXIT_STARTUP_FAILED: "application startup failed"}.get(code)
+    reason = {exits.LOAD_ERROR: "the app could not be loaded",
+              exits.STARTUP_FAILED: "application startup failed"}.get(code)
     return f"exit code {code}: {reason}" if reason else f"exit code {code}"
 
 
@@ -221,9 +220,6 @@ class WorkerAgent:
 
 def worker_main(argv: list[str] | None = None) -> NoReturn:
     """Entry point of a worker process: ``python -c WORKER_CODE SPEC_JSON``."""
-    from .loader import LoadError
-    from .main import serve
-
     spec = json.loads((sys.argv if argv is None else argv)[1])
     channel = socket.socket(fileno=spec["channel"])
     channel.set_inheritable(False)
@@ -234,11 +230,13 @@ def worker_main(argv: list[str] | None = None) -> NoReturn:
     faulthandler.register(signal.SIGUSR1, all_threads=True)
     agent = WorkerAgent(channel, spec["interval"], spec["max_requests"])
     server_module.on_worker_ready = agent.ready
+    config = dataclasses.replace(Config.from_options(spec["options"], env={}), multiprocess=True)
+    setup_logging(config.log_level, config.access_log)
     try:
-        code = serve(spec["app"], {}, Config.from_options(spec["options"], env={}))
+        code = server_module.run(spec["app"], config)
     except LoadError as exc:
         print(f"bivio: error: {exc}", file=sys.stderr, flush=True)
-        code = EXIT_LOAD_ERROR
+        code = exits.LOAD_ERROR
     sys.exit(code)
 
 
@@ -532,8 +530,8 @@ class Supervisor:
             return
         logger.error("Worker [%d] failed to start (%s; the reason is above): stopping bivio",
                      worker.pid, how)
-        self.exit_code = code if code in (EXIT_LOAD_ERROR, EXIT_STARTUP_FAILED) \
-            else EXIT_WORKER_FAILED
+        self.exit_code = code if code in (exits.LOAD_ERROR, exits.STARTUP_FAILED) \
+            else exits.WORKER_FAILED
         self._stop_all()
 
     def _on_signal(self, sig: int) -> None:

@@ -1,12 +1,21 @@
 """WebSocket connections (RFC 6455) on websockets' sans-I/O ``ServerProtocol``.
 
-This is a connection protocol, like :mod:`bivio.http1`: it knows frames,
-close codes, keepalive pings, permessage-deflate, limits and timeouts, and
-nothing about ASGI. The HTTP/1.1 protocol parses the upgrade request; an
+This is a connection protocol, like :mod:`bivio.protocols.http1`: it knows
+frames, close codes, keepalive pings, permessage-deflate, limits and timeouts,
+and nothing about ASGI or HTTP framing. The protocol that carries the request
+(HTTP/1.1's Upgrade today, HTTP/2's extended CONNECT later) parses it; an
 adapter that wants to speak WebSocket asks its stream for a
-:class:`WebSocket` (``stream.open_websocket()``), decides whether to accept,
-and then exchanges whole messages through :meth:`WebSocket.receive`,
+:class:`WebSocket` (``stream.open_websocket()``, a
+:class:`bivio.core.stream.WebSocketSession`), decides whether to accept, and
+then exchanges whole messages through :meth:`WebSocket.receive`,
 :meth:`WebSocket.send` and :meth:`WebSocket.close`.
+
+A session runs over any :class:`bivio.core.stream.ByteChannel` (the
+connection's transport on HTTP/1.1; one stream's DATA frames on HTTP/2) and
+never writes HTTP: :meth:`WebSocket.accept` hands the handshake's response
+headers to the stream's owner (``on_accept``), which answers in its own
+framing (a 101 on HTTP/1.1, a 200 HEADERS frame on HTTP/2) and from then on
+feeds the session the channel's bytes as an :class:`asyncio.Protocol`.
 
 Why websockets' ``ServerProtocol`` rather than wsproto: both are sans-I/O and
 correct, but websockets unmasks frames in C (``websockets.speedups``) and its
@@ -45,11 +54,16 @@ from websockets.http11 import Request
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 
+from ..core.headers import check_headers
+from ..core.stream import ByteChannel, ClientDisconnected, Headers, WebSocketClosed
 from .flow import WriteFlow
-from .stream import ClientDisconnected, Headers
 
 if TYPE_CHECKING:
-    from .context import ServerContext
+    from ..core.config import Config
+
+# The handshake headers the protocol sets; an app's own values for them are dropped.
+_HANDSHAKE_HEADERS = frozenset({b"sec-websocket-protocol", b"sec-websocket-extensions",
+                                b"sec-websocket-accept", b"upgrade", b"connection"})
 
 CLOSE_TIMEOUT = 10.0  # seconds to wait for the peer's side of the closing handshake
 QUEUE_HIGH = 16  # received messages buffered for the app before reading pauses
@@ -58,15 +72,6 @@ QUEUE_LOW = 4  # ... and resumes once the app has caught up to this many
 _TEXT, _BINARY, _CONT = Opcode.TEXT, Opcode.BINARY, Opcode.CONT
 _CLOSE, _PONG = Opcode.CLOSE, Opcode.PONG
 _OPEN, _CLOSING, _CLOSED = State.OPEN, State.CLOSING, State.CLOSED
-
-
-class WebSocketClosed(Exception):
-    """The connection is closed: no message will follow. ``code`` is what the app sees."""
-
-    def __init__(self, code: int, reason: str = "") -> None:
-        super().__init__(code, reason)
-        self.code = code
-        self.reason = reason
 
 
 class _ServerProtocol(ServerProtocol):
@@ -102,26 +107,28 @@ def deflate_factory() -> ServerPerMessageDeflateFactory:
 class WebSocket(WriteFlow, asyncio.Protocol):
     """One WebSocket connection, from the upgrade request to the closed socket.
 
-    Created by the HTTP/1.1 protocol for an upgrade request. Until
-    :meth:`accept`, the HTTP/1.1 connection still owns the socket (a denial is
-    an ordinary HTTP response on the stream); :meth:`accept` writes the 101,
-    and the connection hands the transport over to this object.
+    Created by the stream's protocol for a WebSocket request. Until
+    :meth:`accept`, that protocol still owns the bytes (a denial is an ordinary
+    HTTP response on the stream); :meth:`accept` calls ``on_accept(self,
+    headers)``, which answers the handshake with ``headers`` and hands the
+    channel over to this object, returning any bytes already read past the
+    request (the client's first frames).
     """
 
     def __init__(
         self,
-        ctx: ServerContext,
-        transport: asyncio.Transport,
+        config: Config,
+        channel: ByteChannel,
         loop: asyncio.AbstractEventLoop,
         target: str,
         headers: Headers,
-        on_accept: Callable[[WebSocket], bytes],
+        on_accept: Callable[[WebSocket, Headers], bytes],
     ) -> None:
-        config = ctx.config
-        self.ctx = ctx
-        self.transport = transport
+        self.transport = channel
         self.loop = loop
         self._on_accept = on_accept
+        # Set by the channel's owner on accept: told once the channel is gone.
+        self.on_lost: Callable[[WebSocket], None] | None = None
         self._ping_interval = config.ws_ping_interval
         self._ping_timeout = config.ws_ping_timeout
         extensions = [deflate_factory()] if config.ws_per_message_deflate else None
@@ -163,7 +170,7 @@ class WebSocket(WriteFlow, asyncio.Protocol):
             self.handshake_error = (400, f"Invalid Sec-WebSocket-Protocol header: {exc}\n")
 
     async def accept(self, subprotocol: str | None, headers: Headers) -> None:
-        """Send the 101 (with the app's subprotocol and headers) and start speaking WebSocket."""
+        """Answer the handshake (the app's subprotocol and headers) and start speaking WebSocket."""
         if self.accepted:
             raise RuntimeError("WebSocket already accepted")
         proto = self._proto
@@ -171,25 +178,21 @@ class WebSocket(WriteFlow, asyncio.Protocol):
         response = proto.accept(self._request)
         if response.status_code != 101:  # pragma: no cover - validated in __init__
             raise RuntimeError("WebSocket handshake failed")
-        del response.headers["Date"]  # ours comes with the server's default headers
-        for name, value in headers:
-            lname = name.lower()
-            if lname in (b"sec-websocket-protocol", b"sec-websocket-extensions",
-                         b"sec-websocket-accept", b"upgrade", b"connection"):
-                continue  # the handshake's own headers are the protocol's to set
-            if b"\r" in name or b"\n" in name or b"\r" in value or b"\n" in value:
-                raise ValueError(f"invalid response header {name!r}")
-            response.headers[name.decode("latin-1")] = value.decode("latin-1")
-        proto.send_response(response)
-        head = b"".join(proto.data_to_send())
-        # The request was parsed by HTTP/1.1, not by the protocol, whose parser still
-        # waits for one: restart it, now in the OPEN state, where it reads frames.
+        extra = [(n.lower(), v) for n, v in headers if n.lower() not in _HANDSHAKE_HEADERS]
+        check_headers(extra)  # the one validator, before anything is sent
+        # The server's Date and Server come with the stream's default headers.
+        answer = [(name.lower().encode("latin-1"), value.encode("latin-1"))
+                  for name, value in response.headers.raw_items()
+                  if name.lower() not in ("date", "server")]
+        proto.send_response(response)  # the state becomes OPEN (frames from now on)
+        proto.data_to_send()  # its HTTP/1.1 serialisation: the stream's owner writes our answer
+        # The request was parsed by the stream's protocol, not by this one, whose
+        # parser still waits for one: restart it, now in the OPEN state, reading frames.
         proto.parser = proto.parse()
         next(proto.parser)
-        leftover = self._on_accept(self)  # raises ClientDisconnected if the client left
-        self.transport.write(head[:-2] + self.ctx.default_headers + b"\r\n")
+        # Writes the answer and switches the channel; ClientDisconnected if the client left.
+        leftover = self._on_accept(self, answer + extra)
         self.accepted = True
-        self.ctx.connections.add(self)
         self._schedule_ping()
         if leftover:
             self.data_received(leftover)
@@ -216,7 +219,8 @@ class WebSocket(WriteFlow, asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._lost = True
-        self.ctx.connections.discard(self)
+        if self.on_lost is not None:
+            self.on_lost(self)
         for timer in (self._ping_timer, self._pong_timer, self._close_timer):
             if timer is not None:
                 timer.cancel()
@@ -445,6 +449,10 @@ class WebSocket(WriteFlow, asyncio.Protocol):
     def is_idle(self) -> bool:
         return self._lost
 
+    @property
+    def awaiting_first_request(self) -> bool:
+        return False
+
     def pause_intake(self) -> None:
         """Intake pauses new HTTP requests; a WebSocket has none (see context.py)."""
 
@@ -458,6 +466,7 @@ class WebSocket(WriteFlow, asyncio.Protocol):
             self._flush()
             self._resume_reading()
 
-    def _close(self) -> None:
+    def close_now(self) -> None:
+        """Forced shutdown: close the socket without a closing handshake."""
         if not self._lost:
             self.transport.close()
