@@ -22,19 +22,18 @@ from typing import Any
 
 from ..core.context import ServerContext
 from ..core.logs import logger
-from ..core.paths import scope_paths
 from ..core.stream import ClientDisconnected, Stream, send_plain
+from .asgi_scope import connection_scope
 from .asgi_ws import ASGIWebSocketHandler
 
-ASGI_VERSION = "3.0"
-SPEC_VERSION = "2.4"
 DISCONNECT = {"type": "http.disconnect"}
 
 
 class HTTPCycle:
     """``receive`` and ``send`` for one request: the ASGI message state machine."""
 
-    __slots__ = ("stream", "body_done", "started", "complete", "more_trailers", "gone")
+    __slots__ = ("stream", "body_done", "started", "complete", "more_trailers", "trailers",
+                 "gone")
 
     def __init__(self, stream: Stream) -> None:
         self.stream = stream
@@ -42,6 +41,7 @@ class HTTPCycle:
         self.started = False
         self.complete = False
         self.more_trailers = False
+        self.trailers: list[tuple[bytes, bytes]] = []  # from messages with more_trailers
         self.gone = False  # receive() returned http.disconnect
 
     async def receive(self) -> dict[str, Any]:
@@ -86,10 +86,11 @@ class HTTPCycle:
         elif kind == "http.response.trailers":
             if not self.more_trailers:
                 raise RuntimeError("'http.response.trailers' without trailers=True")
+            self.trailers += _header_list(message.get("headers", ()))
             if not message.get("more_trailers", False):
                 self.more_trailers = False
                 self.complete = True
-                await stream.send_trailers(_header_list(message.get("headers", ())))
+                await stream.send_trailers(self.trailers)
         elif kind == "http.response.pathsend":
             if not self.started or self.complete:
                 raise RuntimeError("'http.response.pathsend' must follow 'http.response.start'")
@@ -120,11 +121,7 @@ async def _send_path(stream: Stream, path: str | os.PathLike[str]) -> None:
 
 
 class ASGIHandler:
-    """Turns each stream into an ASGI HTTP scope and runs the app on it.
-
-    Every scope is built fresh, down to its ``asgi`` and ``extensions`` dicts:
-    a middleware that writes into a scope must never change a later request's.
-    """
+    """Turns each stream into an ASGI HTTP scope and runs the app on it."""
 
     def __init__(self, app: Any, root_path: str = "", state: dict[str, Any] | None = None):
         self.app = app
@@ -139,28 +136,13 @@ class ASGIHandler:
         """Nothing to stop (the lifespan shutdown is the server's)."""
 
     def scope(self, stream: Stream) -> dict[str, Any]:
-        root = self.root_path
-        path, raw_path = scope_paths(stream.raw_path, root)
-        return {
-            "type": "http",
-            "asgi": {"version": ASGI_VERSION, "spec_version": SPEC_VERSION},
-            "http_version": stream.http_version,
-            "method": stream.method,
-            "scheme": stream.scheme,
-            "path": path,
-            "raw_path": raw_path,
-            "query_string": stream.query_string,
-            "root_path": root,
-            "headers": stream.headers,
-            "client": stream.client,
-            "server": stream.server,
-            "extensions": {
-                "http.response.pathsend": {},
-                "http.response.trailers": {},
-                "http.response.early_hint": {},
-            },
-            "state": self.state.copy(),
-        }
+        scope = connection_scope("http", stream, stream.scheme, self.root_path, self.state, {
+            "http.response.pathsend": {},
+            "http.response.trailers": {},
+            "http.response.early_hint": {},
+        })
+        scope["method"] = stream.method
+        return scope
 
     async def __call__(self, stream: Stream) -> None:
         stream.interface = "asgi"

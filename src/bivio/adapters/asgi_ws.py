@@ -19,7 +19,6 @@ import asyncio
 from typing import Any
 
 from ..core.logs import logger
-from ..core.paths import scope_paths
 from ..core.stream import (
     ClientDisconnected,
     Stream,
@@ -27,9 +26,7 @@ from ..core.stream import (
     WebSocketSession,
     send_plain,
 )
-
-ASGI_VERSION = "3.0"
-SPEC_VERSION = "2.4"
+from .asgi_scope import connection_scope
 
 _CONNECTING, _CONNECTED, _RESPONSE, _CLOSED = range(4)
 
@@ -134,24 +131,10 @@ class ASGIWebSocketHandler:
         self.state = state
 
     def scope(self, stream: Stream, ws: WebSocketSession) -> dict[str, Any]:
-        root = self.root_path
-        path, raw_path = scope_paths(stream.raw_path, root)
-        return {
-            "type": "websocket",
-            "asgi": {"version": ASGI_VERSION, "spec_version": SPEC_VERSION},
-            "http_version": stream.http_version,
-            "scheme": "wss" if stream.scheme == "https" else "ws",
-            "path": path,
-            "raw_path": raw_path,
-            "query_string": stream.query_string,
-            "root_path": root,
-            "headers": stream.headers,
-            "client": stream.client,
-            "server": stream.server,
-            "subprotocols": ws.subprotocols,
-            "state": self.state.copy(),
-            "extensions": {"websocket.http.response": {}},
-        }
+        scope = connection_scope("websocket", stream, "wss" if stream.scheme == "https" else "ws",
+                                 self.root_path, self.state, {"websocket.http.response": {}})
+        scope["subprotocols"] = ws.subprotocols
+        return scope
 
     async def __call__(self, stream: Stream) -> None:
         ws = stream.open_websocket()

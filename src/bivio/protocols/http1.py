@@ -519,7 +519,7 @@ class H1Connection(WriteFlow, asyncio.Protocol):
                 and b"websocket" in upgrade.lower() and parser.should_upgrade()):
             stream.upgrade = "websocket"
         if self.trusted_proxy:
-            apply_proxy_headers(stream)
+            apply_proxy_headers(stream, self.config)
         self._parsing = stream
         if self._current is None:
             self._start(stream)

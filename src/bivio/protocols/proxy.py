@@ -7,16 +7,16 @@ client can never spoof its address or scheme.
 
 from __future__ import annotations
 
-from typing import Any
+from ..core.config import Config
+from ..core.stream import Stream
 
 
-def apply_proxy_headers(stream: Any) -> None:
+def apply_proxy_headers(stream: Stream, config: Config) -> None:
     """Rewrite ``stream.client`` and ``stream.scheme`` from the proxy's headers.
 
     With a chain of proxies, ``X-Forwarded-For`` lists every hop; the last entry
     is the one our trusted proxy added, i.e. the address it saw.
     """
-    config = stream.conn.config
     for name, value in stream.headers:
         if name == b"x-forwarded-proto":
             proto = value.decode("latin-1").split(",")[-1].strip().lower()
