@@ -1,0 +1,72 @@
+"""Every implementation offers the whole contract it is handed in as.
+
+The contract's Protocols (core/stream.py, core/context.py) are what the layers
+promise each other; a member missing on one implementation would only show up
+when that pairing first runs (an HTTP/2 stream under the WSGI adapter, say).
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+from fakes import FakeStream, FakeWebSocket
+
+from bivio.adapters.asgi import ASGIHandler
+from bivio.adapters.dispatch import Dispatcher
+from bivio.adapters.static import StaticFiles
+from bivio.adapters.wsgi import WSGIHandler
+from bivio.core.context import Connection, StreamHandler
+from bivio.core.stream import Stream, WebSocketSession
+from bivio.protocols.http1 import H1Connection, H1Stream
+from bivio.protocols.websocket import WebSocket
+
+
+def members(protocol: type) -> set[str]:
+    """Attributes and methods a Protocol declares (its own, not object's)."""
+    names = set(getattr(protocol, "__annotations__", {}))
+    names |= {n for n, v in vars(protocol).items()
+              if not n.startswith("_") and (callable(v) or isinstance(v, property))}
+    names |= {"__call__"} if "__call__" in vars(protocol) else set()
+    return names
+
+
+def offered(cls: type) -> set[str]:
+    names = set(dir(cls))
+    for klass in cls.__mro__:
+        names |= set(getattr(klass, "__slots__", ()))
+        names |= set(getattr(klass, "__annotations__", {}))
+    return names
+
+
+def test_the_contracts_are_not_empty():
+    assert {"body_length", "close_after_response", "abort", "open_websocket",
+            "receive_body", "send_body", "interface"} <= members(Stream)
+    assert {"pause_intake", "resume_intake", "shutdown", "close_now", "is_idle",
+            "awaiting_first_request"} <= members(Connection)
+    assert {"bind", "shutdown", "__call__"} <= members(StreamHandler)
+
+
+@pytest.mark.parametrize(("implementation", "protocol"), [
+    (H1Stream, Stream),
+    (FakeStream, Stream),
+    (H1Connection, Connection),
+    (WebSocket, Connection),
+    (WebSocket, WebSocketSession),
+    (FakeWebSocket, WebSocketSession),
+    (ASGIHandler, StreamHandler),
+    (WSGIHandler, StreamHandler),
+    (StaticFiles, StreamHandler),
+    (Dispatcher, StreamHandler),
+], ids=lambda c: c.__name__)
+def test_implementation_offers_every_member(implementation, protocol):
+    missing = members(protocol) - offered(implementation)
+    if implementation is FakeStream or implementation is FakeWebSocket:
+        # Instance attributes set in __init__: check on an instance.
+        instance = implementation() if implementation is FakeWebSocket else FakeStream()
+        missing = {m for m in missing if not hasattr(instance, m)}
+    if implementation is WebSocket:
+        # subprotocols / handshake_error / accepted are set in __init__.
+        source = inspect.getsource(WebSocket.__init__)
+        missing = {m for m in missing if f"self.{m}" not in source}
+    assert missing == set()
