@@ -697,6 +697,11 @@ class H1Connection(WriteFlow, asyncio.Protocol):
         written synchronously: this runs in a parser callback, not in a task.
         """
         headers, body = plain_response(reason)
+        if stream.expect_continue and not stream.body_complete:
+            # As in start_response: answered instead of 100, the body may or may
+            # not follow, so the connection closes and the head must say so.
+            stream.keep_alive = False
+        stream.expect_continue = False
         stream.response_started = True
         stream._status = status
         stream._resp_headers = headers
