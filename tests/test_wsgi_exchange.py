@@ -1,0 +1,658 @@
+"""The WSGI adapter's loop <-> thread hand-off (``_Exchange``) and WSGIHandler over a FakeStream.
+
+No sockets: the loop side runs on a real event loop (``asyncio.run``), the app
+side in a real thread, and they meet only through the exchange and the
+in-memory stream of tests/fakes.py. Every step waits on an event; the timeouts
+are upper bounds against hangs, never what a test measures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fakes import FakeStream
+
+from bivio.adapters import wsgi as wsgi_mod
+from bivio.adapters.wsgi import (
+    _DATA,
+    _END,
+    _FILE,
+    _START,
+    HIGH_WATER,
+    LOW_WATER,
+    WSGIHandler,
+    WSGIInput,
+    _Exchange,
+)
+from bivio.core.config import Config
+from bivio.core.logs import logger as error_logger
+from bivio.core.stream import ClientDisconnected, Headers
+
+LONG = 10.0  # only against hangs
+
+
+# -- helpers --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def errors(caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Records of the "bivio.error" logger (propagating even if setup_logging ran)."""
+    monkeypatch.setattr(error_logger, "propagate", True)
+    caplog.set_level(logging.ERROR, logger="bivio.error")
+
+    def records() -> list[logging.LogRecord]:
+        return [r for r in caplog.records if r.name == "bivio.error"]
+
+    return records
+
+
+class RecordingStream(FakeStream):
+    """A FakeStream that also records each ``send_body`` call and signals it."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.sends: list[tuple[bytes, bool]] = []
+        self.sent = asyncio.Event()
+
+    async def send_body(self, data: bytes, more: bool) -> None:
+        await super().send_body(data, more)
+        self.sends.append((data, more))
+        self.sent.set()
+
+
+class GatedStream(RecordingStream):
+    """A client that does not read: ``send_body`` waits until the test opens ``gate``."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.gate = asyncio.Event()
+        self.entered = asyncio.Event()
+
+    async def send_body(self, data: bytes, more: bool) -> None:
+        self.entered.set()
+        await self.gate.wait()
+        await super().send_body(data, more)
+
+
+class SteppedStream(RecordingStream):
+    """Says each time the handler asks for the body, so the test feeds one chunk per ask."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.asks: asyncio.Queue[None] = asyncio.Queue()
+
+    async def receive_body(self) -> tuple[bytes, bool]:
+        self.asks.put_nowait(None)
+        return await super().receive_body()
+
+
+async def feed_on_ask(stream: SteppedStream, *chunks: bytes, end: bool = True) -> None:
+    """Answer each read of ``stream`` with the next chunk, then (``end``) with the end."""
+    for chunk in [*chunks, None] if end else chunks:
+        try:
+            await asyncio.wait_for(stream.asks.get(), LONG)
+        except asyncio.TimeoutError:  # (TimeoutError itself from Python 3.11)
+            raise AssertionError("the handler never asked for (more of) the body") from None
+        if chunk is None:
+            stream.end()
+        else:
+            stream.feed(chunk)
+
+
+class FailingFileStream(FakeStream):
+    """``send_file`` fails with a real error (say, the file shrank under the server)."""
+
+    async def send_file(self, fd: int, offset: int, count: int) -> None:
+        raise RuntimeError("boom")
+
+
+class BrokenHeadStream(FakeStream):
+    """A protocol bug: ``start_response`` raises something other than ClientDisconnected."""
+
+    async def start_response(self, status: int, headers: Headers, trailers: bool = False) -> None:
+        raise TypeError("a bug below the adapter")
+
+
+class WatchedExchange(_Exchange):
+    """An exchange that says when its thread starts and stops waiting for the loop."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.waiting = threading.Event()  # the thread entered _wait
+        self.waited = threading.Event()  # ... and left it (returned or raised)
+
+    def _wait(self, ready: Callable[[], bool]) -> None:
+        self.waiting.set()
+        try:
+            super()._wait(ready)
+        finally:
+            self.waited.set()
+
+
+class SeeAbandon(WatchedExchange):
+    """After ``_abandon`` the loop holds on until the thread has looked at what it left.
+
+    This pins down the one interleaving that matters: whatever the loop does
+    after ``_abandon`` (on older code, a separate ``_answer``) comes too late for
+    a thread that wakes at once. The thread must already see the real outcome.
+    """
+
+    def _abandon(self, *args: Any) -> None:
+        super()._abandon(*args)
+        self.waited.wait(LONG)
+
+
+class AppThread:
+    """Runs ``target`` in a thread, as a pool thread runs an app; keeps what it returned."""
+
+    def __init__(self, target: Callable[[], Any]) -> None:
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._run, args=(target,), daemon=True)
+        self.thread.start()
+
+    def _run(self, target: Callable[[], Any]) -> None:
+        try:
+            self.result = target()
+        except BaseException as exc:
+            self.error = exc
+        finally:
+            self.done.set()
+
+    async def wait(self) -> None:
+        assert await asyncio.to_thread(self.done.wait, LONG), "the app thread did not finish"
+
+
+async def until(event: threading.Event) -> None:
+    """Wait, from the loop, for an event set by a thread."""
+    assert await asyncio.to_thread(event.wait, LONG), "the event was never set"
+
+
+def stop(handler: WSGIHandler) -> None:
+    """Shut the handler's pool down and join its threads."""
+    threads = list(handler.pool.threads)
+    handler.shutdown()
+    for thread in threads:
+        thread.join(LONG)
+        assert not thread.is_alive()
+
+
+def serve_one(app: Any, stream: FakeStream, config: Config | None = None) -> WSGIHandler:
+    """Run one request through a WSGIHandler, then stop its pool."""
+    handler = WSGIHandler(app, config or Config(threads=2))
+    try:
+        asyncio.run(asyncio.wait_for(handler(stream), LONG))
+    finally:
+        stop(handler)
+    return handler
+
+
+def hello(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"hello"]
+
+
+# -- the exchange: posting and pumping ------------------------------------------------------
+
+
+def test_post_and_pump_carry_head_body_and_end():
+    async def main() -> None:
+        stream = RecordingStream()
+        exchange = _Exchange(asyncio.get_running_loop(), stream)
+        pump = asyncio.create_task(exchange.pump())
+
+        def app() -> None:
+            exchange.post((_START, 201, [(b"content-type", b"text/plain")], False),
+                          (_DATA, b"hello "), size=6)
+            exchange.post((_DATA, b"world"), size=5)
+            exchange.finish((_END,))
+
+        thread = AppThread(app)
+        await asyncio.wait_for(pump, LONG)
+        await thread.wait()
+        assert thread.error is None
+        assert stream.status == 201
+        assert stream.response_headers == [(b"content-type", b"text/plain")]
+        assert bytes(stream.body) == b"hello world"
+        assert stream.response_complete and not stream.aborted and not stream.closes_after
+        assert stream.sends[-1][1] is False  # the body ended
+        assert all(more for _, more in stream.sends[:-1])
+        assert exchange.pending == 0
+
+    asyncio.run(main())
+
+
+def test_data_items_queued_together_go_out_in_one_send():
+    async def main() -> None:
+        stream = RecordingStream()
+        exchange = _Exchange(asyncio.get_running_loop(), stream)
+        # Queued while the loop side is busy elsewhere (here: not started yet).
+        exchange.post((_START, 200, [], False), (_DATA, b"a"), size=1)
+        exchange.post((_DATA, b"bb"), size=2)
+        exchange.post((_DATA, b"ccc"), size=3)
+        exchange.finish((_END,))
+        await asyncio.wait_for(exchange.pump(), LONG)
+        # One send, and it is the last one: the END right behind it is folded in.
+        assert stream.sends == [(b"abbccc", False)]
+        assert stream.response_complete
+        assert exchange.pending == 0
+
+    asyncio.run(main())
+
+
+def test_coalesced_data_without_the_end_leaves_the_body_open():
+    async def main() -> None:
+        stream = RecordingStream()
+        exchange = _Exchange(asyncio.get_running_loop(), stream)
+        exchange.post((_START, 200, [], False), (_DATA, b"a"), size=1)
+        exchange.post((_DATA, b"b"), size=1)
+        pump = asyncio.create_task(exchange.pump())
+        await asyncio.wait_for(stream.sent.wait(), LONG)
+        assert stream.sends == [(b"ab", True)]
+        assert not stream.response_complete
+        exchange.finish((_END,))
+        await asyncio.wait_for(pump, LONG)
+        assert stream.sends == [(b"ab", True), (b"", False)]
+        assert stream.response_complete
+
+    asyncio.run(main())
+
+
+# -- the exchange: backpressure and a vanishing client ---------------------------------------
+
+
+def test_thread_blocks_past_the_high_water_mark_and_resumes_once_sent():
+    async def main() -> None:
+        stream = GatedStream()
+        exchange = WatchedExchange(asyncio.get_running_loop(), stream)
+        pump = asyncio.create_task(exchange.pump())
+        first = b"a" * LOW_WATER
+        second = b"b" * (HIGH_WATER - LOW_WATER + 1)
+        first_posted = threading.Event()
+
+        def app() -> None:
+            exchange.post((_START, 200, [], False), (_DATA, first), size=len(first))
+            first_posted.set()
+            exchange.post((_DATA, second), size=len(second))  # > HIGH_WATER pending: blocks
+            exchange.finish((_END,))
+
+        thread = AppThread(app)
+        await until(exchange.waiting)
+        # Nothing reached the client (the gate is shut), so the thread is held in
+        # its second post; the first, below the mark, went through.
+        assert first_posted.is_set()
+        assert not thread.done.is_set()
+        assert exchange.pending == len(first) + len(second) > HIGH_WATER
+        stream.gate.set()  # the client reads
+        await thread.wait()
+        await asyncio.wait_for(pump, LONG)
+        assert thread.error is None
+        assert bytes(stream.body) == first + second
+        assert stream.response_complete
+        assert exchange.pending == 0
+
+    asyncio.run(main())
+
+
+def test_a_disconnect_makes_the_next_post_raise():
+    async def main() -> None:
+        stream = RecordingStream()
+        exchange = _Exchange(asyncio.get_running_loop(), stream)
+        pump = asyncio.create_task(exchange.pump())
+        first_posted = threading.Event()
+        go_on = threading.Event()
+
+        def app() -> None:
+            try:
+                exchange.post((_START, 200, [], False), (_DATA, b"first"), size=5)
+                first_posted.set()
+                assert go_on.wait(LONG)
+                exchange.post((_DATA, b"second"), size=6)
+            finally:
+                exchange.finish((_END,))
+
+        thread = AppThread(app)
+        await until(first_posted)
+        stream.disconnect()
+        go_on.set()
+        await thread.wait()
+        await asyncio.wait_for(pump, LONG)
+        assert isinstance(thread.error, ClientDisconnected)
+        assert b"second" not in stream.body
+
+    asyncio.run(main())
+
+
+def test_a_disconnect_frees_a_thread_held_by_backpressure():
+    async def main() -> None:
+        stream = GatedStream()
+        exchange = WatchedExchange(asyncio.get_running_loop(), stream)
+        pump = asyncio.create_task(exchange.pump())
+        big = b"x" * (HIGH_WATER + 1)
+
+        def app() -> None:
+            try:
+                exchange.post((_START, 200, [], False), (_DATA, big), size=len(big))
+            finally:
+                exchange.finish((_END,))
+
+        thread = AppThread(app)
+        await until(exchange.waiting)
+        await asyncio.wait_for(stream.entered.wait(), LONG)
+        stream.disconnect()
+        stream.gate.set()  # the pending send now fails: the client is gone
+        await thread.wait()
+        await asyncio.wait_for(pump, LONG)
+        assert isinstance(thread.error, ClientDisconnected)
+        assert stream.body == b""
+
+    asyncio.run(main())
+
+
+# -- the exchange: reading the body ----------------------------------------------------------
+
+
+def test_wsgi_input_pulls_the_body_through_the_exchange():
+    async def main() -> None:
+        stream = SteppedStream("POST", body_length=None)
+        exchange = _Exchange(asyncio.get_running_loop(), stream)
+        pump = asyncio.create_task(exchange.pump())
+
+        def app() -> list[bytes]:
+            try:
+                inp = WSGIInput(exchange)
+                got = [inp.read(3), inp.readline(), inp.readline(), inp.read(), inp.read()]
+                body = b"".join(got)
+                exchange.post((_START, 200, [], False), (_DATA, body), size=len(body))
+                return got
+            finally:
+                exchange.finish((_END,))
+
+        thread = AppThread(app)
+        await feed_on_ask(stream, b"hello wo", b"rld\nline two\nta", b"il")
+        await thread.wait()
+        await asyncio.wait_for(pump, LONG)
+        assert thread.error is None
+        assert thread.result == [b"hel", b"lo world\n", b"line two\n", b"tail", b""]
+        assert stream.reads == 4  # one hand-off per chunk, and one for the end
+        assert bytes(stream.body) == b"hello world\nline two\ntail"
+
+    asyncio.run(main())
+
+
+def test_wsgi_input_raises_client_disconnected_mid_body():
+    async def main() -> None:
+        stream = SteppedStream("POST", body_length=100)
+        exchange = _Exchange(asyncio.get_running_loop(), stream)
+        pump = asyncio.create_task(exchange.pump())
+        got: list[bytes] = []
+
+        def app() -> None:
+            try:
+                inp = WSGIInput(exchange)
+                got.append(inp.readline())
+                inp.read()
+            finally:
+                exchange.finish((_END,))
+
+        thread = AppThread(app)
+        await feed_on_ask(stream, b"line\npart", end=False)
+        await asyncio.wait_for(stream.asks.get(), LONG)  # the app wants more...
+        stream.disconnect()  # ... and the client leaves instead
+        await thread.wait()
+        await asyncio.wait_for(pump, LONG)
+        assert got == [b"line\n"]
+        assert isinstance(thread.error, ClientDisconnected)
+
+    asyncio.run(main())
+
+
+# -- (a) a failed file send reaches the app's thread as itself --------------------------------
+
+
+def test_a_failed_file_send_wakes_the_thread_with_the_real_error(tmp_path: Path):
+    path = tmp_path / "data.bin"
+    path.write_bytes(b"abc")
+
+    async def main() -> None:
+        stream = FailingFileStream()
+        exchange = SeeAbandon(asyncio.get_running_loop(), stream)
+        with path.open("rb") as f:
+
+            def app() -> None:
+                try:
+                    exchange.post((_START, 200, [(b"content-length", b"3")], False))
+                    exchange.call((_FILE, f.fileno(), 0, 3))
+                finally:
+                    exchange.finish((_END,))
+
+            thread = AppThread(app)
+            await until(exchange.waiting)  # the thread is blocked in call((_FILE, ...))
+            pump = asyncio.create_task(exchange.pump())
+            await thread.wait()
+            await asyncio.wait_for(pump, LONG)
+        # Not ClientDisconnected: that one is swallowed, and "boom" would never be logged.
+        assert type(thread.error) is RuntimeError
+        assert str(thread.error) == "boom"
+        assert stream.aborted  # the head went out: only dropping it tells the client
+
+    asyncio.run(main())
+
+
+def test_a_failed_file_send_is_logged(tmp_path: Path, errors: Any,
+                                      monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(wsgi_mod, "_Exchange", SeeAbandon)
+    path = tmp_path / "data.bin"
+    path.write_bytes(b"x" * 1000)
+
+    def app(environ: dict[str, Any], start_response: Any) -> Any:
+        start_response("200 OK", [("Content-Type", "application/octet-stream")])
+        return environ["wsgi.file_wrapper"](path.open("rb"))  # noqa: SIM115 (closed by bivio)
+
+    stream = FailingFileStream()
+    serve_one(app, stream)
+    failures = [r for r in errors() if r.exc_info and isinstance(r.exc_info[1], RuntimeError)]
+    assert [str(r.exc_info[1]) for r in failures] == ["boom"]
+    assert failures[0].getMessage() == "Exception in WSGI application"
+    assert stream.aborted
+
+
+# -- (b) the pool slot comes back whatever happens ------------------------------------------
+
+
+def test_a_pump_that_raises_gives_its_slot_back():
+    handler = WSGIHandler(hello, Config(threads=1))
+
+    async def main() -> None:
+        broken = BrokenHeadStream()
+        with pytest.raises(TypeError):
+            await asyncio.wait_for(handler(broken), LONG)
+        assert handler.free == handler.size
+        assert broken.aborted
+        # The one thread's slot is free again: the next request is served.
+        ok = FakeStream()
+        await asyncio.wait_for(handler(ok), LONG)
+        assert ok.status == 200 and bytes(ok.body) == b"hello"
+        assert handler.free == handler.size
+
+    try:
+        asyncio.run(main())
+    finally:
+        stop(handler)
+
+
+# -- (c) a thread outliving a cancelled request and its loop ----------------------------------
+
+
+def test_a_thread_outliving_its_cancelled_request_never_calls_the_closed_loop(
+        monkeypatch: pytest.MonkeyPatch):
+    thread_errors: list[Any] = []
+    monkeypatch.setattr(threading, "excepthook", thread_errors.append)
+    entered = threading.Event()
+    release = threading.Event()
+    closed = threading.Event()
+
+    class Body:
+        def __iter__(self) -> Iterator[bytes]:
+            yield b"late"
+
+        def close(self) -> None:
+            closed.set()
+
+    def app(environ: dict[str, Any], start_response: Any) -> Body:
+        entered.set()
+        assert release.wait(LONG)
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return Body()
+
+    handler = WSGIHandler(app, Config(threads=1))
+    stream = FakeStream()
+
+    async def main() -> None:
+        task = asyncio.create_task(handler(stream))
+        await until(entered)
+        task.cancel()  # forced shutdown: the app is still running
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())  # the loop is closed now
+    threads = list(handler.pool.threads)
+    assert len(threads) == 1
+    release.set()
+    assert closed.wait(LONG)  # close() still runs, in the app's thread
+    stop(handler)
+    assert not threads[0].is_alive()
+    assert thread_errors == []
+    assert stream.aborted and stream.body == b""
+    assert handler.free == handler.size
+
+
+# -- (d) wsgi.multiprocess ----------------------------------------------------------------
+
+
+def test_multiprocess_comes_from_the_config():
+    def environ_of(config: Config) -> dict[str, Any]:
+        return WSGIHandler(hello, config).base_environ
+
+    # A supervised worker: its own options have workers cleared, the supervisor marks it.
+    assert environ_of(Config(threads=1, multiprocess=True))["wsgi.multiprocess"] is True
+    assert environ_of(Config(threads=1))["wsgi.multiprocess"] is False
+    assert environ_of(Config(threads=1, workers=2))["wsgi.multiprocess"] is True
+
+
+# -- (e) Connection: close is the stream's business -----------------------------------------
+
+
+def _closing_app(shape: str, path: Path) -> Any:
+    def app(environ: dict[str, Any], start_response: Any) -> Any:
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Connection", "close")])
+        if shape == "list":
+            return [b"bye"]
+        if shape == "empty":
+            return []
+        if shape == "generator":
+            return iter([b"b", b"ye"])
+        return environ["wsgi.file_wrapper"](path.open("rb"))  # noqa: SIM115 (closed by bivio)
+    return app
+
+
+@pytest.mark.parametrize("shape", ["list", "empty", "generator", "file"])
+def test_connection_close_from_the_app_is_not_a_header(shape: str, tmp_path: Path):
+    path = tmp_path / "bye.txt"
+    path.write_bytes(b"bye")
+    stream = FakeStream()
+    serve_one(_closing_app(shape, path), stream)
+    assert stream.status == 200
+    assert bytes(stream.body) == (b"" if shape == "empty" else b"bye")
+    assert stream.closes_after is True
+    assert stream.header(b"connection") is None
+    assert stream.response_complete and not stream.aborted
+
+
+def test_an_app_error_answers_500_and_closes(errors: Any):
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        raise ValueError("app bug")
+
+    stream = FakeStream()
+    serve_one(app, stream)
+    assert stream.status == 500
+    assert stream.closes_after is True
+    assert stream.header(b"connection") is None
+    assert [str(r.exc_info[1]) for r in errors() if r.exc_info] == ["app bug"]
+
+
+# -- (f) body framing comes from stream.body_length ------------------------------------------
+
+
+def _recording_app(seen: dict[str, Any], stream: FakeStream) -> Any:
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        seen["reads_before_app"] = stream.reads
+        seen["CONTENT_LENGTH"] = environ.get("CONTENT_LENGTH")
+        seen["input"] = type(environ["wsgi.input"]).__name__
+        body = environ["wsgi.input"].read()
+        seen["body"] = body
+        start_response("200 OK", [("Content-Type", "application/octet-stream")])
+        return [body]
+    return app
+
+
+def test_a_body_of_unknown_length_is_spooled_before_the_app_runs():
+    # No content-length, no transfer-encoding header: only body_length=None says a body follows.
+    stream = SteppedStream("POST", body_length=None)
+    seen: dict[str, Any] = {}
+    handler = WSGIHandler(_recording_app(seen, stream), Config(threads=1))
+
+    async def main() -> None:
+        task = asyncio.create_task(handler(stream))
+        await feed_on_ask(stream, b"abc", b"defg")
+        await asyncio.wait_for(task, LONG)
+
+    try:
+        asyncio.run(main())
+    finally:
+        stop(handler)
+    assert seen["reads_before_app"] == 3  # read to the end first
+    assert seen["CONTENT_LENGTH"] == "7"
+    assert seen["input"] != "WSGIInput"  # the spool, not the socket
+    assert seen["body"] == b"abcdefg"
+    assert bytes(stream.body) == b"abcdefg"
+
+
+def test_a_body_of_known_length_is_read_through_wsgi_input():
+    stream = SteppedStream("POST", body_length=7, headers=[(b"content-length", b"7")])
+    seen: dict[str, Any] = {}
+    handler = WSGIHandler(_recording_app(seen, stream), Config(threads=1))
+
+    async def main() -> None:
+        task = asyncio.create_task(handler(stream))
+        await feed_on_ask(stream, b"abc", b"defg")
+        await asyncio.wait_for(task, LONG)
+
+    try:
+        asyncio.run(main())
+    finally:
+        stop(handler)
+    assert seen["reads_before_app"] == 0  # pulled only as the app reads
+    assert seen["CONTENT_LENGTH"] == "7"
+    assert seen["input"] == "WSGIInput"
+    assert seen["body"] == b"abcdefg"
+
+
+@pytest.mark.parametrize("http_version", ["1.1", "2"])
+def test_no_body_gives_an_empty_wsgi_input_without_reading(http_version: str):
+    # HTTP/2 without content-length and without DATA: body_length=0, nothing to read.
+    stream = FakeStream("POST", body_length=0, http_version=http_version)
+    seen: dict[str, Any] = {}
+    serve_one(_recording_app(seen, stream), stream)
+    assert seen["body"] == b""
+    assert seen["CONTENT_LENGTH"] is None
+    assert seen["input"] == "WSGIInput"
+    assert stream.reads == 0  # the loop was never asked for a body
+    assert stream.status == 200
