@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test install install-example install-test system-deps lint bench bench-peers conformance
+.PHONY: run test install install-example install-test system-deps lint bench bench-peers conformance fuzz
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,13 @@ lint:
 test: install-test
 	$(BIN)/ruff check src tests examples bench
 	$(BIN)/pytest
+
+## Fuzz the HTTP/1.1 request path in-process (tests/fuzz_http1.py): 10^6 inputs, ends with
+## one summary line (inputs, failures, time) and, on a failure, the minimal reproducer.
+## FUZZ_ARGS="--inputs 20000 --seed 1" make fuzz: a shorter run, another seed.
+FUZZ_ARGS ?= --inputs 1000000
+fuzz: install-test
+	$(BIN)/python scripts/fuzz.py $(FUZZ_ARGS)
 
 ## Benchmarks (docs/performance.md): peers in bench/.venv-peers, a Markdown table
 PEERS := bench/.venv-peers

@@ -8,10 +8,12 @@ Every process is stopped with SIGTERM at teardown (SIGKILL if it hangs).
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -182,3 +184,45 @@ def read_one_response(sock: socket.socket, timeout: float = 10.0) -> tuple[int, 
             body += rest[:size]
             rest = rest[size + 2:]
     return status, headers, rest
+
+
+# -- what the kernel says about a connection (Linux /proc/net/tcp, IPv4) -----------------------
+
+_SIOCOUTQ = 0x5411  # TIOCOUTQ: bytes a TCP socket has not yet had acknowledged
+
+
+def _proc_address(host: str, port: int) -> str:
+    return f"{socket.inet_aton(host)[::-1].hex().upper()}:{port:04X}"
+
+
+def _tcp_rows() -> list[list[str]]:
+    with open("/proc/net/tcp") as f:
+        return [line.split() for line in f.readlines()[1:]]
+
+
+def server_has_read(sock: socket.socket, timeout: float = 10.0) -> bool:
+    """Wait until the server process has read every byte sent on ``sock`` so far.
+
+    A positive signal in place of "sleep a little and hope": the peer kernel has
+    acknowledged all our bytes (our send queue is empty) and the server side of
+    the connection has nothing left in its receive queue.
+    """
+    ours = _proc_address(*sock.getsockname()[:2])
+    theirs = _proc_address(*sock.getpeername()[:2])
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        unacked = struct.unpack("i", fcntl.ioctl(sock.fileno(), _SIOCOUTQ, b"\0" * 4))[0]
+        if unacked == 0:
+            rows = [row for row in _tcp_rows() if row[1] == theirs and row[2] == ours]
+            if not rows:
+                return False  # the server side is gone (reset)
+            if int(rows[0][4].split(":")[1], 16) == 0:
+                return True
+        time.sleep(0.01)
+    return False
+
+
+def established_connections(port: int) -> int:
+    """How many TCP connections to local ``port`` are established (server side)."""
+    suffix = f":{port:04X}"
+    return sum(1 for row in _tcp_rows() if row[1].endswith(suffix) and row[3] == "01")

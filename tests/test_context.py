@@ -22,6 +22,13 @@ def _ctx(handler) -> ServerContext:
     return ServerContext(Config.from_options({}), handler)
 
 
+async def _settle(ctx: ServerContext) -> None:
+    """Wait until every handler task ``ctx`` started has finished (and been counted out)."""
+    while ctx.tasks:
+        await asyncio.wait(set(ctx.tasks))
+        await asyncio.sleep(0)  # the tasks' done callbacks run next
+
+
 def test_handler_runs_inside_a_task() -> None:
     seen = []
 
@@ -29,8 +36,9 @@ def test_handler_runs_inside_a_task() -> None:
         seen.append(asyncio.current_task() is not None)
 
     async def main():
-        _ctx(handler).start_handler("a")
-        await asyncio.sleep(0.01)
+        ctx = _ctx(handler)
+        ctx.start_handler("a")
+        await _settle(ctx)
 
     asyncio.run(main())
     assert seen == [True]
@@ -47,7 +55,7 @@ def test_context_variables_do_not_leak() -> None:
         ctx = _ctx(handler)
         ctx.start_handler("a")
         ctx.start_handler("b")
-        await asyncio.sleep(0.01)
+        await _settle(ctx)
         assert VAR.get() == "unset"
         assert not ctx.tasks
 
@@ -56,17 +64,18 @@ def test_context_variables_do_not_leak() -> None:
 
 
 def test_suspended_handler_is_counted_until_done() -> None:
-    release = None
+    release = entered = None
 
     async def handler(stream):
+        entered.set()
         await release.wait()
 
     async def main():
-        nonlocal release
-        release = asyncio.Event()
+        nonlocal release, entered
+        release, entered = asyncio.Event(), asyncio.Event()
         ctx = _ctx(handler)
         task = ctx.start_handler("x")
-        await asyncio.sleep(0.01)
+        await entered.wait()  # the handler runs and is now suspended
         assert task is not None and task in ctx.tasks and ctx.in_flight == 1
         release.set()
         await task
@@ -85,8 +94,9 @@ def test_error_escaping_the_handler_goes_to_the_loop() -> None:
     async def main():
         loop = asyncio.get_running_loop()
         loop.set_exception_handler(lambda loop, context: reported.append(context["exception"]))
-        _ctx(handler).start_handler("x")
-        await asyncio.sleep(0.01)
+        ctx = _ctx(handler)
+        ctx.start_handler("x")
+        await _settle(ctx)
 
     asyncio.run(main())
     assert [str(e) for e in reported] == ["handler bug"]

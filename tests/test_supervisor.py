@@ -13,7 +13,6 @@ from bivio.process.supervisor import (
     ReloadFilter,
     describe_exit,
     heartbeat_interval,
-    needs_supervisor,
     request_limit,
     worker_options,
 )
@@ -25,7 +24,7 @@ def test_worker_options_round_trip_to_a_single_process_config():
          "limit_max_requests": 10, "header": ["x-a:1"], "timeout_keep_alive": 2.5},
         env={"FORWARDED_ALLOW_IPS": "10.0.0.0/8"})
     worker = Config.from_options(worker_options(config, 7), env={})
-    assert not needs_supervisor(worker)  # the worker takes the single-process path
+    assert not worker.needs_supervisor()  # the worker takes the single-process path
     assert (worker.fd, worker.uds) == (7, None)  # it serves the inherited listener
     assert worker.header == ("x-a:1",)
     assert worker.extra_headers == config.extra_headers
@@ -44,10 +43,10 @@ def test_web_concurrency_and_precedence():
 
 
 def test_which_options_start_a_supervisor():
-    assert not needs_supervisor(Config.from_options({}, env={}))
-    assert needs_supervisor(Config.from_options({"workers": 1}, env={}))
-    assert needs_supervisor(Config.from_options({"reload": True}, env={}))
-    assert needs_supervisor(Config.from_options({"limit_max_requests": 100}, env={}))
+    assert not Config.from_options({}, env={}).needs_supervisor()
+    assert Config.from_options({"workers": 1}, env={}).needs_supervisor()
+    assert Config.from_options({"reload": True}, env={}).needs_supervisor()
+    assert Config.from_options({"limit_max_requests": 100}, env={}).needs_supervisor()
 
 
 def test_request_limit_jitter_stays_in_range():

@@ -626,9 +626,10 @@ def test_a_body_of_unknown_length_is_spooled_before_the_app_runs():
 
 
 def test_a_body_of_known_length_is_read_through_wsgi_input():
+    # --wsgi-body stream; by default the body is read first (tests/test_wsgi_body.py).
     stream = SteppedStream("POST", body_length=7, headers=[(b"content-length", b"7")])
     seen: dict[str, Any] = {}
-    handler = WSGIHandler(_recording_app(seen, stream), Config(threads=1))
+    handler = WSGIHandler(_recording_app(seen, stream), Config(threads=1, wsgi_body="stream"))
 
     async def main() -> None:
         task = asyncio.create_task(handler(stream))

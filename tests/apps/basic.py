@@ -99,8 +99,14 @@ async def early_hint(scope, receive, send):
 
 
 async def wait_disconnect(scope, receive, send):
-    """Reads the body, then reports what receive() returns next (into a file)."""
+    """Reads the body, then reports what receive() returns next (into a file).
+
+    ``$BIVIO_TEST_FILE.waiting`` says ``receive`` once the body is read and the
+    app is about to wait in receive().
+    """
     await read_body(receive)
+    with open(os.environ["BIVIO_TEST_FILE"] + ".waiting", "w") as f:
+        f.write("receive")
     message = await receive()
     with open(os.environ["BIVIO_TEST_FILE"], "w") as f:
         f.write(message["type"])
@@ -109,6 +115,16 @@ async def wait_disconnect(scope, receive, send):
 async def slow(scope, receive, send):
     await asyncio.sleep(float(scope["query_string"] or b"1"))
     await respond(send, body=b"slow done")
+
+
+async def gated(scope, receive, send):
+    """In flight until the file ``$BIVIO_TEST_FILE.go`` exists (at most about a minute)."""
+    go = os.environ["BIVIO_TEST_FILE"] + ".go"
+    for _ in range(3000):
+        if os.path.exists(go):
+            break
+        await asyncio.sleep(0.02)
+    await respond(send, body=b"gate open")
 
 
 async def mixed_case(scope, receive, send):
@@ -120,6 +136,22 @@ async def mixed_case(scope, receive, send):
 async def state(scope, receive, send):
     scope["state"]["mutated"] = True  # must not leak into the next request
     await respond(send, body=json.dumps(sorted(scope["state"])).encode())
+
+
+async def big(scope, receive, send):
+    """Stream ``?N`` bytes (default 16 MiB) in 256 KiB pieces; a client that leaves is fine."""
+    size = int(scope["query_string"] or 16 * 1024 * 1024)
+    piece = b"b" * (256 * 1024)
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"application/octet-stream"),
+                            (b"content-length", b"%d" % size)]})
+    try:
+        while size > 0:
+            chunk = piece[:size]
+            size -= len(chunk)
+            await send({"type": "http.response.body", "body": chunk, "more_body": size > 0})
+    except OSError:  # the client went away (ClientDisconnected): nothing to answer
+        pass
 
 
 ROUTES = {
@@ -135,6 +167,8 @@ ROUTES = {
     "/early-hint": early_hint,
     "/wait-disconnect": wait_disconnect,
     "/slow": slow,
+    "/gated": gated,
     "/mixed-case": mixed_case,
     "/state": state,
+    "/big": big,
 }

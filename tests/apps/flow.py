@@ -10,8 +10,10 @@ Routes (``app``):
 - ``/slow-read``: reads the body one message at a time, sleeping between
   reads, then answers like ``/info``.
 - ``/big?MIB``: streams MIB MiB (default 200) in 64 KiB chunks with a
-  ``content-length``; ``COUNTER["chunks"]`` counts the chunks sent so far.
-- ``/count``: the chunk counter of ``/big`` as JSON.
+  ``content-length``; ``COUNTER["chunks"]`` counts the chunks sent so far and
+  ``COUNTER["waiting"]`` is true while a ``send()`` is held back (the client
+  does not read: the server's write buffer is full).
+- ``/count``: the counters of ``/big`` as JSON.
 - ``/stream-forever``: streams chunks until the client leaves, then writes what
   happened (``OSError:<class>`` or ``http.disconnect``) into ``$BIVIO_TEST_FILE``.
 - ``/watch-disconnect``: starts a streaming response and waits on ``receive()``;
@@ -33,7 +35,7 @@ import json
 import os
 
 CHUNK = 64 * 1024
-COUNTER = {"chunks": 0}
+COUNTER = {"chunks": 0, "waiting": False}
 
 
 def pattern_chunk(i: int) -> bytes:
@@ -105,13 +107,22 @@ async def slow_read(scope, receive, send):
 async def big(scope, receive, send):
     mib = int(scope["query_string"] or b"200")
     chunks = mib * 1024 * 1024 // CHUNK
-    COUNTER["chunks"] = 0
+    COUNTER["chunks"], COUNTER["waiting"] = 0, False
     await send({"type": "http.response.start", "status": 200,
                 "headers": [(b"content-type", b"application/octet-stream"),
                             (b"content-length", str(chunks * CHUNK).encode())]})
     for i in range(chunks):
-        await send({"type": "http.response.body", "body": pattern_chunk(i),
-                    "more_body": i < chunks - 1})
+        sending = asyncio.ensure_future(send({"type": "http.response.body",
+                                              "body": pattern_chunk(i),
+                                              "more_body": i < chunks - 1}))
+        await asyncio.sleep(0)  # the send runs as far as it can; it ends now unless held
+        if not sending.done():
+            COUNTER["waiting"] = True
+            try:
+                await sending
+            finally:
+                COUNTER["waiting"] = False
+        sending.result()
         COUNTER["chunks"] = i + 1
 
 
@@ -145,12 +156,17 @@ async def watch_disconnect(scope, receive, send):
 
 async def receive_after(scope, receive, send):
     body, messages = await _read_all(receive)
+    events: list[str] = []
     pending = asyncio.ensure_future(receive())
-    await asyncio.sleep(0.3)
-    blocked = not pending.done()
+    pending.add_done_callback(lambda _: events.append("receive returned"))
+    for _ in range(20):  # every ready callback runs: nothing may complete the receive
+        await asyncio.sleep(0)
     await send({"type": "http.response.start", "status": 200,
                 "headers": [(b"content-type", b"text/plain")]})
+    events.append("completing")
     await send({"type": "http.response.body", "body": b"done"})
+    # It returned only once the response was complete (not before, not never).
+    blocked = events[:1] == ["completing"]
     try:
         after = await asyncio.wait_for(pending, 10)
         again = await asyncio.wait_for(receive(), 10)

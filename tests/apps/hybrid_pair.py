@@ -7,6 +7,7 @@ scope), so a test can tell which of the two apps answered.
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from collections.abc import AsyncIterator
 
@@ -22,9 +23,12 @@ flask_app = Flask(__name__)
 
 @flask_app.route("/slow")
 def flask_slow() -> str:
-    """In flight long enough for a test to stop the server under it."""
+    """In flight until the file ``$BIVIO_TEST_GATE`` exists (a test stops the server under it)."""
     print("slow request started", flush=True)
-    time.sleep(1)
+    gate = os.environ.get("BIVIO_TEST_GATE")
+    deadline = time.monotonic() + 60
+    while gate and not os.path.exists(gate) and time.monotonic() < deadline:
+        time.sleep(0.02)
     return "slow done"
 
 

@@ -1,7 +1,8 @@
 """Apps for the lifespan and graceful-shutdown tests (tests/e2e/test_lifespan.py).
 
 ``$BIVIO_TEST_FILE`` is a marker file: lifespan events append one line each
-(``startup``, ``shutdown``) and requests to ``/slow`` append ``request``.
+(``startup``, ``shutdown``) and requests to ``/slow`` and ``/gated`` append
+``request``. ``/gated`` answers once the file ``$BIVIO_TEST_FILE.go`` exists.
 """
 
 from __future__ import annotations
@@ -27,6 +28,14 @@ async def http(scope, receive, send):
     if scope["path"] == "/slow":
         _mark("request")
         await asyncio.sleep(float(scope["query_string"] or b"2"))
+        await _text(send, b"slow done")
+    elif scope["path"] == "/gated":
+        _mark("request")
+        go = os.environ["BIVIO_TEST_FILE"] + ".go"
+        for _ in range(3000):  # at most about a minute
+            if os.path.exists(go):
+                break
+            await asyncio.sleep(0.02)
         await _text(send, b"slow done")
     elif scope["path"] == "/state":
         await _text(send, json.dumps(scope.get("state", {})).encode())

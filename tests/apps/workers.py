@@ -35,5 +35,6 @@ async def app(scope, receive, send):
     if scope["path"] == "/block":
         block_the_loop(float(scope["query_string"] or b"600"))
     elif scope["path"] == "/slow":
+        print(f"slow request started in [{os.getpid()}]", flush=True)
         await asyncio.sleep(float(scope["query_string"] or b"1"))
     await _text(send, str(os.getpid()).encode())

@@ -161,6 +161,38 @@ async def crash(scope, receive, send):
     raise RuntimeError("boom after accept")
 
 
+async def bad_header(scope, receive, send):
+    """Accept with the header name given in hex as the query string; record what accept did.
+
+    ``?<hex>``: the app lets the error propagate (the client should get a 500);
+    ``?<hex>&retry``: the app catches it and accepts without the header, then echoes.
+    """
+    await receive()
+    query = scope["query_string"].decode()
+    name = bytes.fromhex(query.split("&")[0])
+    event: dict[str, Any] = {"path": "/bad-header", "name": name.hex()}
+    EVENTS.append(event)
+    try:
+        await send({"type": "websocket.accept", "headers": [(name, b"v")]})
+    except Exception as exc:
+        event["error"] = f"{type(exc).__name__}: {exc}"
+        if not query.endswith("&retry"):
+            raise
+        await send({"type": "websocket.accept", "headers": [(b"x-retried", b"yes")]})
+        await echo_once(receive, send)
+        return
+    event["error"] = None
+    await echo_once(receive, send)
+
+
+async def echo_once(receive, send):
+    message = await receive()
+    if message["type"] == "websocket.receive":
+        await send({"type": "websocket.send", "text": message.get("text"),
+                    "bytes": message.get("bytes")})
+        await receive()
+
+
 async def crash_early(scope, receive, send):
     await receive()
     raise RuntimeError("boom before accept")
@@ -178,4 +210,5 @@ ROUTES = {
     "/flood": flood,
     "/crash": crash,
     "/crash-early": crash_early,
+    "/bad-header": bad_header,
 }

@@ -345,6 +345,29 @@ def read_then_record(environ, start_response):
     return _text(start_response, f"read {total}")
 
 
+_uploads = {"started": 0}
+
+
+def upload_started(environ, start_response):
+    """Count that a call began (before reading anything), then read the whole body."""
+    with _lock:
+        _uploads["started"] += 1
+    data = environ["wsgi.input"].read()
+    return _text(start_response, f"read {len(data)} content-length {environ.get('CONTENT_LENGTH')}")
+
+
+def started(environ, start_response):
+    """How many /upload-started calls began in this worker."""
+    return _text(start_response, str(_uploads["started"]))
+
+
+def big_list(environ, start_response):
+    """A list response of ?mb= one-MiB items, without a Content-Length of its own."""
+    count = int(_query(environ).get("mb", "4"))
+    start_response("200 OK", [("Content-Type", "application/octet-stream")])
+    return [bytes([65 + i % 26]) * (1024 * 1024) for i in range(count)]
+
+
 BAD = {
     "/boom": boom,
     "/boom-after": boom_after,
@@ -360,6 +383,9 @@ BAD = {
     "/closing": closing,
     "/closing-error": closing_error,
     "/read-record": read_then_record,
+    "/upload-started": upload_started,
+    "/started": started,
+    "/big-list": big_list,
 }
 
 

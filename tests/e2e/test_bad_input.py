@@ -17,6 +17,7 @@ import subprocess
 import time
 
 import pytest
+from conftest import established_connections, server_has_read
 
 APP = "tests.apps.basic:app"
 TIMEOUT = 10.0  # upper bound for anything the server should do "now"
@@ -174,12 +175,15 @@ def test_chunked_body_over_limit(serve):
     with connect(server) as sock:
         sock.sendall(b"POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n")
         for _ in range(10):
+            if select.select([sock], [], [], 0)[0]:
+                break  # answered
             try:
                 sock.sendall(b"20\r\n" + b"y" * 32 + b"\r\n")
             except (BrokenPipeError, ConnectionResetError):
                 break
-            # Let the app take each chunk: the limit is on the whole body, not the buffer.
-            time.sleep(0.05)
+            # The server takes each chunk before the next comes (the app drains it as it
+            # arrives): the limit is on the whole body, not on what is buffered.
+            server_has_read(sock)
         data, closed = read_until_close(sock)
     assert statuses(data) == [413], data
     assert closed
@@ -381,10 +385,12 @@ def test_slowloris_head_gets_408(serve):
     assert_serving(server)
 
 
-def test_limit_concurrency_answers_503(serve):
-    server = serve(APP, "--limit-concurrency", "1")
+def test_limit_concurrency_answers_503(serve, tmp_path):
+    gate = tmp_path / "gate"
+    server = serve(APP, "--limit-concurrency", "1", env={"BIVIO_TEST_FILE": str(gate)})
     with connect(server) as busy:
-        busy.sendall(b"GET /slow?3 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        # In flight until gate.go exists: however slow the machine, it is still running.
+        busy.sendall(b"GET /gated HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
         seen = []
         deadline = time.monotonic() + TIMEOUT
         while time.monotonic() < deadline:
@@ -393,10 +399,11 @@ def test_limit_concurrency_answers_503(serve):
             seen.extend(got)
             if got == [503]:
                 break
-            time.sleep(0.02)  # /slow is not in flight yet: try again
+            time.sleep(0.02)  # /gated is not in flight yet: try again
+        (tmp_path / "gate.go").touch()
         slow_data, _ = read_until_close(busy)
     assert seen and seen[-1] == 503, seen
-    assert statuses(slow_data) == [200] and body_of(slow_data) == b"slow done"
+    assert statuses(slow_data) == [200] and body_of(slow_data) == b"gate open"
     assert_serving(server)
 
 
@@ -413,7 +420,12 @@ def test_slowhttptest_slowloris(serve, tmp_path):
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     try:
-        time.sleep(1.5)  # let the attack open its connections
+        # The attack holds connections open (the positive signal), then we are served.
+        deadline = time.monotonic() + 30
+        while (held := established_connections(server.port)) < 20 \
+                and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert held >= 20, "the attack never connected"
         running = attack.poll() is None
         assert_serving(server)  # served while the attack holds its connections
         output, _ = attack.communicate(timeout=60)

@@ -19,6 +19,7 @@ import time
 
 import httpx
 import pytest
+from conftest import server_has_read
 
 APP = "tests.apps.flow:app"
 TIMEOUT = 10.0
@@ -292,7 +293,7 @@ def test_chunked_request_body_raw(serve, test_file):
     parts = [b"hello ", b"chunked ", os.urandom(5000), b"world"]
     for part in parts:
         conn.send(b"%x\r\n" % len(part) + part + b"\r\n")
-        time.sleep(0.02)
+        assert server_has_read(conn.sock)  # one chunk per read, across reads
     conn.send(b"0\r\nx-request-trailer: yes\r\n\r\n")
     resp = conn.read_response()
     info = json.loads(resp.body)
@@ -558,6 +559,17 @@ def _chunks_sent(server) -> int:
     return httpx.get(server.url + "/count", timeout=TIMEOUT).json()["chunks"]
 
 
+def _wait_app_held(server, timeout: float = 60) -> int:
+    """Wait until /big's send() is held back by the full write buffer; chunks sent by then."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        count = httpx.get(server.url + "/count", timeout=TIMEOUT).json()
+        if count["waiting"]:
+            return count["chunks"]
+        time.sleep(0.02)
+    raise AssertionError(f"the app's send() was never held back: {count}")
+
+
 @pytest.mark.parametrize("loop", LOOPS)
 def test_app_send_waits_while_client_does_not_read(serve, test_file, loop):
     server = start(serve, test_file, "--loop", loop)
@@ -565,15 +577,9 @@ def test_app_send_waits_while_client_does_not_read(serve, test_file, loop):
     total_chunks = mib * 1024 * 1024 // CHUNK
     conn = RawConn.to(server, timeout=60)
     conn.send(get(f"/big?{mib}"))
-    # Poll the app's counter until it stops moving while we do not read.
-    readings = []
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        readings.append(_chunks_sent(server))
-        if len(readings) >= 4 and readings[-1] == readings[-4] and readings[-1] > 0:
-            break
-        time.sleep(0.1)
-    held = readings[-1]
+    # We read nothing: the app's send() must be held back (the positive signal), with
+    # at most the socket buffers' worth sent.
+    held = _wait_app_held(server)
     assert 0 < held < total_chunks // 4, f"app sent {held}/{total_chunks} chunks unread"
 
     # Read it all: every byte in order.
@@ -609,7 +615,8 @@ def test_disconnect_after_body_reaches_app_as_http_disconnect(serve, test_file, 
                    env={"BIVIO_TEST_FILE": test_file})
     sock = socket.create_connection(("127.0.0.1", server.port), timeout=TIMEOUT)
     sock.sendall(post("/wait-disconnect", b"hi"))
-    time.sleep(0.2)  # let the app read the body and wait in receive()
+    # The app has read the body and waits in receive() (it says so in a file).
+    assert wait_for_file(test_file + ".waiting") == "receive"
     assert not os.path.exists(test_file)  # nothing to report while the client is there
     if how == "reset":
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
@@ -622,7 +629,7 @@ def test_disconnect_during_body_reaches_app_as_http_disconnect(serve, test_file)
     sock = socket.create_connection(("127.0.0.1", server.port), timeout=TIMEOUT)
     sock.sendall(b"POST /record HTTP/1.1\r\nHost: test\r\nContent-Length: 1000\r\n\r\n"
                  + b"x" * 100)
-    time.sleep(0.2)
+    assert server_has_read(sock)  # the head and part of the body are in: leave mid-body
     sock.close()
     types = wait_for_file(test_file)
     assert types is not None, "the app never learned that the client left"
@@ -646,7 +653,8 @@ def test_disconnect_after_response_started_reaches_receive(serve, test_file):
     conn = RawConn.to(server)
     conn.send(post("/watch-disconnect", b"abc"))
     assert conn.read_head().status == 200
-    time.sleep(0.1)
-    assert not os.path.exists(test_file)
+    conn.read_until(b"started")  # sent just before the app's receive()
+    assert httpx.get(server.url + "/other", timeout=TIMEOUT).status_code == 200  # the loop ran
+    assert not os.path.exists(test_file)  # receive() waits while the client is there
     conn.sock.close()
     assert wait_for_file(test_file) == "http.disconnect"

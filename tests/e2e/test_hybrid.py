@@ -174,8 +174,10 @@ def test_limits_apply_to_both_apps(serve):
             in (200, 405)
 
 
-def test_graceful_shutdown_waits_for_both_kinds_of_request(serve):
-    server = serve(PAIR_WSGI, "--asgi-app", PAIR_ASGI, "--asgi-path", "/live")
+def test_graceful_shutdown_waits_for_both_kinds_of_request(serve, tmp_path):
+    gate = tmp_path / "gate"  # the WSGI /slow request runs until this file exists
+    server = serve(PAIR_WSGI, "--asgi-app", PAIR_ASGI, "--asgi-path", "/live",
+                   env={"BIVIO_TEST_GATE": str(gate)})
     results: list[str] = []
     slow = threading.Thread(target=lambda: results.append(
         httpx.get(server.url + "/slow", timeout=TIMEOUT).text), daemon=True)
@@ -193,6 +195,9 @@ def test_graceful_shutdown_waits_for_both_kinds_of_request(serve):
     first, code = asyncio.run(asyncio.wait_for(go(), TIMEOUT * 2))
     assert first == "starlette echo: before"
     assert code == 1012  # "service restart": the server closed the WebSocket on shutdown
+    assert server.wait_for_output("shutting down gracefully")
+    assert results == [] and server.proc.poll() is None  # still held by the request
+    gate.touch()
     slow.join(TIMEOUT)
     assert results == ["slow done"]  # the WSGI request in flight was finished, not dropped
     assert server.proc.wait(TIMEOUT * 2) == 0

@@ -95,9 +95,9 @@ def test_graceful_shutdown_finishes_in_flight_request(serve, marker):
     idle = RawConn.to(server)
     idle.send(get("/"))
     assert idle.read_response().body == b"ok"
-    # ...and one with a request in flight.
+    # ...and one with a request in flight (until the test creates marker.go).
     busy = RawConn.to(server)
-    busy.send(get("/slow?2"))
+    busy.send(get("/gated"))
     assert wait_for_line(marker, "request")
 
     server.signal(signal.SIGTERM)
@@ -110,6 +110,7 @@ def test_graceful_shutdown_finishes_in_flight_request(serve, marker):
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", server.port), timeout=TIMEOUT)
 
+    (marker.parent / (marker.name + ".go")).touch()
     resp = busy.read_response()
     assert (resp.status, resp.body) == (200, b"slow done")
     assert resp.get("connection") == "close"

@@ -43,6 +43,12 @@ OVERRIDES = {
     # HTTP/1.x (RFC 9112 3: request-line needs an HTTP-version) and ASGI has no
     # "0.9": refused with 505 HTTP Version Not Supported (RFC 9110 15.6.6).
     "GET /\r\n\r\n": 505,
+    # RTSP and ICE (Icecast) request lines: llhttp parses them and reports their
+    # version as an HTTP version (it does not expose the protocol name), but they
+    # are not HTTP: refused with 505 rather than answered as HTTP/1.0.
+    "SOURCE /music/sweet/music ICE/1.0\r\nHost: example.com\r\n\r\n": 505,
+    "OPTIONS /music/sweet/music RTSP/1.0\r\nHost: example.com\r\n\r\n": 505,
+    "ANNOUNCE /music/sweet/music RTSP/1.0\r\nHost: example.com\r\n\r\n": 505,
 }
 
 

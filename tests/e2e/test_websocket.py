@@ -13,6 +13,7 @@ import signal
 import socket
 import struct
 import time
+import zlib
 
 import httpx
 import pytest
@@ -132,8 +133,8 @@ def test_16_mib_fragmented_message(serve):
     pieces = [payload[i:i + 1024 * 1024] for i in range(0, len(payload), 1024 * 1024)]
 
     async def go():
-        # Without compression: random bytes grow when deflated, and --ws-max-size
-        # (16 MiB by default) counts the bytes on the wire too.
+        # Exactly --ws-max-size (16 MiB by default), uncompressed to keep it quick:
+        # test_max_size_is_the_decoded_size covers the limit with permessage-deflate.
         async with connect(url(running), max_size=None, compression=None) as ws:
             await ws.send(pieces)  # 16 fragments of 1 MiB
             assert await ws.recv() == payload
@@ -152,10 +153,17 @@ def test_text_fragments_split_inside_a_character(serve):
     # Fragment boundaries fall inside the 3-byte euro sign; a ping sits between fragments.
     sock.sendall(frame(1, raw[:1], fin=False) + frame(9, b"hi")
                  + frame(0, raw[1:2000], fin=False) + frame(0, raw[2000:]))
-    sock.sendall(frame(8, struct.pack("!H", 1000)))
-    data = read_response(sock)
+    # The echo first: a close frame read with the message would be answered at once,
+    # before the app could echo (no data may follow a close).
+    data = b""
+    sock.settimeout(10)
+    while raw not in data:
+        chunk = sock.recv(65536)
+        assert chunk, data
+        data += chunk
     assert b"\x8a\x02hi" in data  # the pong, answered between fragments
-    assert raw in data
+    sock.sendall(frame(8, struct.pack("!H", 1000)))
+    assert read_close(sock) == 1000
 
 
 def test_compression_on_and_off(serve):
@@ -276,7 +284,51 @@ def test_app_error_before_accept_is_500_after_accept_1011(serve):
             return closed.value.rcvd.code
 
     assert run(go()) == 1011
-    assert "boom after accept" in running.output
+    assert running.wait_for_output("boom after accept")
+
+
+BAD_HEADER_NAMES = [b"bad name", b"bad\tname", b"bad:name", b"", b"x\r\ny", b"nul\x00",
+                    b"del\x7f", b"caf\xc3\xa9", b"(paren)"]
+
+
+def test_accept_header_names_must_be_tokens(serve):
+    """An app's accept with a header name that is no token raises; no 101 goes out."""
+    running = serve(APP)
+    for name in BAD_HEADER_NAMES:
+        sock = running.connect()
+        sock.sendall(UPGRADE % (b"/bad-header?" + name.hex().encode()))
+        answer = read_response(sock)
+        head = answer.split(b"\r\n\r\n")[0]
+        assert head.startswith(b"HTTP/1.1 500"), (name, answer)
+        assert b"sec-websocket-accept" not in head.lower(), answer
+        assert b": v\r\n" not in answer, answer  # the app's header was never written
+        event = wait_event(running, "/bad-header")
+        assert event["name"] == name.hex()
+        assert event["error"] == f"ValueError: invalid response header name {name!r}"
+    deadline = time.monotonic() + 10  # the log lines come through a pipe: wait for them
+    while running.output.count("Exception in ASGI application") < len(BAD_HEADER_NAMES):
+        assert time.monotonic() < deadline, running.output
+        time.sleep(0.02)
+
+    # The app that catches the error may accept again without the header.
+    sock = running.connect()
+    sock.sendall(UPGRADE % (b"/bad-header?" + b"bad name".hex().encode() + b"&retry"))
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = sock.recv(1)
+        assert chunk, head
+        head += chunk
+    assert head.startswith(b"HTTP/1.1 101"), head
+    assert b"x-retried: yes\r\n" in head and b"bad name" not in head
+    sock.sendall(frame(1, b"after retry"))
+    assert b"after retry" in sock.recv(100)
+
+    async def go():  # the server keeps serving
+        async with connect(url(running)) as ws:
+            await ws.send("still here")
+            return await ws.recv()
+
+    assert run(go()) == "still here"
 
 
 def test_ws_none_serves_upgrades_as_plain_http(serve):
@@ -386,6 +438,122 @@ def test_max_size_closes_with_1009(serve):
     assert run(go()) == 1009
 
 
+# -- --ws-max-size counts the decoded message ----------------------------------------------------
+
+MAX = 256 * 1024  # --ws-max-size for the tests below
+
+
+def json_like(size: int) -> str:
+    """Compressible text of exactly ``size`` bytes (ASCII, so also ``size`` characters)."""
+    unit = '{"id": 12345, "user": "bivio", "tags": ["ws", "asgi"], "ok": true}, '
+    return (unit * (size // len(unit) + 1))[:size]
+
+
+def deflate_handshake(running, path: str = "/record") -> socket.socket:
+    """A raw handshake that negotiates permessage-deflate (both windows 12 bits)."""
+    sock = running.connect()
+    sock.sendall(UPGRADE.replace(b"\r\n\r\n", b"\r\nSec-WebSocket-Extensions: "
+                                 b"permessage-deflate; client_max_window_bits\r\n\r\n")
+                 % path.encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = sock.recv(1)
+        assert chunk, head
+        head += chunk
+    assert head.startswith(b"HTTP/1.1 101"), head
+    assert b"permessage-deflate" in head and b"client_max_window_bits=12" in head, head
+    return sock
+
+
+def peak_rss(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        line = next(x for x in status if x.startswith("VmHWM:"))
+    return int(line.split()[1]) * 1024
+
+
+@pytest.mark.parametrize("fragmented", [False, True], ids=["one-frame", "fragmented"])
+@pytest.mark.parametrize("compression", ["deflate", None])
+def test_max_size_is_the_decoded_size(serve, compression, fragmented):
+    """Exactly --ws-max-size bytes pass, compressed or not; one byte more is 1009."""
+    running = serve(APP, "--ws-max-size", str(MAX))
+
+    async def exchange(message: str | bytes) -> tuple[int, str] | None:
+        async with connect(url(running), compression=compression, max_size=None) as ws:
+            assert ("permessage-deflate" in (ws.response.headers.get(
+                "Sec-WebSocket-Extensions") or "")) == (compression is not None)
+            if fragmented:
+                await ws.send([message[i:i + 10_000] for i in range(0, len(message), 10_000)])
+            else:
+                await ws.send(message)
+            try:
+                echoed = await ws.recv()
+            except ConnectionClosed as closed:
+                assert closed.rcvd is not None
+                return closed.rcvd.code, closed.rcvd.reason
+            assert echoed == message
+            return None
+
+    too_big = (1009, f"message larger than {MAX} bytes")
+    for size, expected in ((MAX, None), (MAX + 1, too_big)):
+        assert run(exchange(json_like(size))) == expected, (size, "compressible text")
+        assert run(exchange(os.urandom(size))) == expected, (size, "incompressible bytes")
+    assert "Traceback" not in running.output
+
+
+def test_max_size_uncompressed_frames_on_a_deflate_connection(serve):
+    """A client may send a message uncompressed on a deflate connection: same limit."""
+    running = serve(APP, "--ws-max-size", str(MAX))
+    payload = os.urandom(MAX)
+    sock = deflate_handshake(running, "/echo")
+    sock.sendall(frame(2, payload[:1000], fin=False) + frame(0, payload[1000:]))
+    echoed = b""
+    sock.settimeout(10)
+    while len(echoed) < MAX:  # the compressed echo: at least the payload's size on the wire
+        chunk = sock.recv(1 << 20)
+        assert chunk
+        echoed += chunk
+    sock.close()
+    sock = deflate_handshake(running)
+    sock.sendall(frame(2, payload + b"x"))
+    assert read_close(sock) == 1009
+    assert wait_event(running, "/record")["code"] == 1009
+
+
+@pytest.mark.parametrize("fragmented", [False, True], ids=["one-frame", "fragmented"])
+def test_deflate_bomb_is_refused_without_inflating_it(serve, fragmented):
+    """256 MiB of zeros in ~300 KiB on the wire: 1009, and the server's memory stays flat."""
+    running = serve(APP, "--ws-max-size", str(MAX))
+    before = peak_rss(running.proc.pid)
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -12)
+    zeros = bytes(64 * 1024)
+    pieces = [compressor.compress(zeros) + compressor.flush(zlib.Z_SYNC_FLUSH)
+              for _ in range(4096)]
+    pieces[-1] = pieces[-1][:-4]  # RFC 7692: the final 00 00 ff ff is not sent
+    if fragmented:  # 4096 fragments of 64 KiB each once inflated
+        frames = [frame(0, p, fin=False) for p in pieces[:-1]] + [frame(0, pieces[-1])]
+        frames[0] = frame(2, pieces[0], fin=False, rsv=4)
+        bomb = b"".join(frames)
+    else:
+        bomb = frame(2, b"".join(pieces), rsv=4)
+    assert len(bomb) < 1 << 20
+    sock = deflate_handshake(running)
+    try:
+        sock.sendall(bomb)
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # refused before the client finished sending
+    assert read_close(sock) == 1009
+    assert wait_event(running, "/record")["code"] == 1009
+    grown = peak_rss(running.proc.pid) - before
+    assert grown < 16 << 20, f"peak RSS grew by {grown >> 20} MiB"  # inflated: 256 MiB
+
+    async def go():  # the server keeps serving
+        async with connect(url(running)) as ws:
+            await ws.send("ok")
+            return await ws.recv()
+
+    assert run(go()) == "ok"
+
+
 def test_graceful_shutdown_closes_with_1012_after_in_flight_messages(serve):
     running = serve(APP)
 
@@ -426,16 +594,40 @@ def test_keepalive_ping_and_timeout(serve):
 
 
 def test_keepalive_pong_keeps_the_connection(serve):
-    running = serve(APP, "--ws-ping-interval", "0.1", "--ws-ping-timeout", "1")
+    """Answered pings keep the connection past --ws-ping-timeout.
 
-    async def go():
-        async with connect(url(running), ping_interval=None) as ws:  # answers pings only
-            for i in range(10):
-                await asyncio.sleep(0.1)
-                await ws.send(str(i))
-                assert await ws.recv() == str(i)
-
-    run(go())
+    The server sends its next ping only once the last one's pong came back, so each
+    new ping is the signal that the previous pong was taken; the exchange runs until
+    the first ping is older than the timeout, which a pong that did not count would
+    have ended with 1011.
+    """
+    running = serve(APP, "--ws-ping-interval", "0.1", "--ws-ping-timeout", "2")
+    sock = running.connect()
+    conn = WSConnection(ConnectionType.CLIENT)
+    sock.sendall(conn.send(Request(host="localhost", target="/echo")))
+    sock.settimeout(20)
+    pings: list[bytes] = []
+    echoed: list[str] = []
+    first_ping = 0.0
+    deadline = time.monotonic() + 30
+    while len(pings) < 5 or time.monotonic() - first_ping < 3:
+        assert time.monotonic() < deadline, (pings, echoed)
+        data = sock.recv(65536)
+        assert data, (pings, echoed)
+        conn.receive_data(data)
+        for event in conn.events():
+            assert not isinstance(event, CloseConnection), (event, pings)
+            if isinstance(event, Ping):
+                if not pings:
+                    first_ping = time.monotonic()
+                pings.append(bytes(event.payload))
+                sock.sendall(conn.send(event.response())
+                             + conn.send(TextMessage(data=f"m{len(pings)}")))
+            elif isinstance(event, TextMessage):
+                echoed.append(event.data)
+    assert len(set(pings)) == len(pings)  # a fresh payload every time
+    assert echoed == [f"m{i}" for i in range(1, len(echoed) + 1)] and echoed
+    sock.sendall(conn.send(CloseConnection(code=1000)))
 
 
 # -- volume and flow control ---------------------------------------------------------------------
@@ -500,7 +692,7 @@ def test_wsproto_client_echo_and_fragments(serve):
 
 
 def test_reading_stops_while_the_app_does_not_receive(serve):
-    running = serve(APP)
+    running = serve(APP, "--log-level", "debug")
     chunk = b"s" * 65536
     total = 2000  # 125 MiB: far beyond every socket buffer
 
@@ -515,11 +707,10 @@ def test_reading_stops_while_the_app_does_not_receive(serve):
                     sent += 1
 
             task = asyncio.create_task(sender())
-            last, still = -1, 0
-            while still < 10 and not task.done():  # until sending makes no progress
-                await asyncio.sleep(0.1)
-                still = still + 1 if sent == last else 0
-                last = sent
+            # The server says when it stops reading (QUEUE_HIGH messages wait for the app);
+            # from then on only the kernel's buffers take more, far from all 125 MiB.
+            paused = await asyncio.to_thread(running.wait_for_output, "reading paused", 60)
+            assert paused, running.output[-2000:]
             assert not task.done(), "the server read everything while the app read nothing"
             stuck_at = sent
             await asyncio.to_thread(httpx.get, f"{running.url}/release", timeout=10)
@@ -534,25 +725,24 @@ def test_reading_stops_while_the_app_does_not_receive(serve):
 
 
 def test_send_waits_while_the_client_does_not_read(serve):
-    running = serve(APP)
+    running = serve(APP, "--log-level", "debug")
     sock = raw_handshake(running, "/flood")
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
-    # Read nothing until the app's progress stops moving.
-    last, still = -1, 0
-    while still < 10:
-        time.sleep(0.1)
-        sent = wait_event(running, "/flood")["sent"]
-        still = still + 1 if sent == last else 0
-        last = sent
-    assert last < 64, "the app's send() never waited for the client"
-    got = b""
+    # Read nothing until the server says the app's send() waits for us: the socket
+    # buffers hold a few MiB at most, so the app is then far from its 64 MiB.
+    assert running.wait_for_output("send waits for the client to read", 60), \
+        "the app's send() never waited for the client"
+    assert wait_event(running, "/flood")["sent"] < 64
+    # Now read it all: the app finishes.
+    got = bytearray()
     sock.settimeout(20)
-    while b"\x81\x03end" not in got[-10:]:
+    while not got.endswith(b"\x81\x03end"):
         chunk = sock.recv(1 << 20)
-        assert chunk
+        assert chunk, f"closed after {len(got)} bytes: {running.output[-1000:]}"
         got += chunk
     assert got.count(b"f" * 1024) >= 64 * 1024
     assert wait_event(running, "/flood")["sent"] == 64
+    sock.close()
 
 
 def test_websockets_version_has_sans_io_server():

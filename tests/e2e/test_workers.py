@@ -210,7 +210,8 @@ def test_sighup_rolling_restart_under_load_loses_no_request(serve, workers):
     try:
         load.wait_for(lambda results: len(results) >= 20)
         in_flight.start()
-        time.sleep(0.2)  # let the slow request reach an old worker (not asserted on)
+        # The slow request is in an old worker (it says so), then the reload starts.
+        assert wait_until(lambda: "slow request started in [" in server.output), server.output
         server.signal(signal.SIGHUP)
         for pid in old:
             assert wait_until(lambda pid=pid: f"Worker [{pid}] stopped" in server.output), \

@@ -5,7 +5,17 @@ knows nothing about HTTP/1.1 framing, so it runs unchanged over HTTP/2 later.
 
 How a request flows, and why it is shaped this way:
 
-- The loop-side handler first takes a *slot* in the worker's thread pool. When
+- No thread is given to a request before its body is in hand. A request with a
+  body is first read whole on the event loop (:func:`_read_body`): into memory up
+  to ``SPOOL_MEMORY``, into a temporary file beyond, within the protocol's
+  ``--limit-request-body``. A client that trickles its body, or leaves in the
+  middle, costs a buffer and no thread; the app then gets ``wsgi.input`` as a
+  file positioned at 0 and ``CONTENT_LENGTH`` set to the real size (so chunked
+  uploads have one too). ``--wsgi-body stream`` keeps the old way for bodies of
+  known length: the app pulls ``wsgi.input`` from the socket as it reads (see
+  :class:`WSGIInput`), holding its thread for as long as the client takes.
+  Chunked bodies are read on the loop first in both modes.
+- The loop-side handler then takes a *slot* in the worker's thread pool. When
   every thread is busy it waits and asks the server context to pause intake
   (:meth:`bivio.context.ServerContext.pause_intake`): connections stop reading new
   requests, so saturation leaves unread requests in the kernel's socket buffers
@@ -20,9 +30,12 @@ How a request flows, and why it is shaped this way:
   one hop back to the loop; a generator costs one hop per chunk only when the
   loop keeps up, because chunks produced while the loop is busy travel together.
 - Backpressure both ways: the thread blocks once ``HIGH_WATER`` response bytes are
-  queued and resumes at ``LOW_WATER``; ``wsgi.input`` holds at most one chunk
-  beyond what the app asked for, and the protocol pauses the socket while the
-  stream's own buffer is full.
+  queued and resumes at ``LOW_WATER``; in stream mode ``wsgi.input`` holds at most
+  one chunk beyond what the app asked for, and the protocol pauses the socket
+  while the stream's own buffer is full.
+- Bounded copies: no more than ``JOIN_MAX`` response bytes are ever joined into
+  one new ``bytes``. A large list response goes out item by item (the app's own
+  objects, no second copy of the body); a small one is joined and costs one hop.
 - A client that goes away turns the app's next ``wsgi.input`` read or
   ``write``/yield into :class:`bivio.stream.ClientDisconnected` (an ``OSError``),
   so a thread blocked on a vanished client is freed; ``close()`` is always called
@@ -53,10 +66,14 @@ from ..core.stream import ClientDisconnected, Headers, Stream, send_plain
 
 HIGH_WATER = 256 * 1024  # queued response bytes before the app's write/yield blocks
 LOW_WATER = 64 * 1024
-SPOOL_MEMORY = 1024 * 1024  # chunked request body kept in memory before spilling to disk
+SPOOL_MEMORY = 1024 * 1024  # request body kept in memory before spilling to a temporary file
+SPILL_WRITE = 256 * 1024  # bytes gathered before each write to that file (few, large writes)
+JOIN_MAX = 64 * 1024  # most response bytes joined into one new bytes object
 
-# Items an app thread posts to the loop (first element of each tuple).
-_START, _DATA, _FILE, _READ, _END, _FAIL = range(6)
+# Items an app thread posts to the loop (first element of each tuple). ``_LAST`` follows
+# the last ``_DATA`` of a body the thread knows is complete (a list response), in the
+# same post, so the stream learns the body ended with it without waiting for ``_END``.
+_START, _DATA, _FILE, _READ, _END, _FAIL, _LAST = range(7)
 
 HOP_BY_HOP = frozenset({
     "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
@@ -220,13 +237,21 @@ class _Exchange:
                 i += 1
                 if tag == _DATA:
                     data = item[1]
-                    if i < count and items[i][0] == _DATA:  # coalesce what is already here
+                    if i < count and items[i][0] == _DATA:
+                        # Coalesce what is already here, but never more than JOIN_MAX
+                        # bytes into one copy (a large item goes out as itself).
                         parts = [data]
-                        while i < count and items[i][0] == _DATA:
-                            parts.append(items[i][1])
+                        size = len(data)
+                        while i < count:
+                            nxt = items[i]
+                            if nxt[0] != _DATA or size + len(nxt[1]) > JOIN_MAX:
+                                break
+                            parts.append(nxt[1])
+                            size += len(nxt[1])
                             i += 1
-                        data = b"".join(parts)
-                    last = i < count and items[i][0] == _END
+                        if len(parts) > 1:
+                            data = b"".join(parts)
+                    last = i < count and (items[i][0] == _END or items[i][0] == _LAST)
                     if not self.gone:
                         try:
                             await stream.send_body(data, not last)
@@ -259,6 +284,8 @@ class _Exchange:
                         self._abandon(exc)
                     else:
                         self._answer(None)
+                elif tag == _LAST:
+                    pass  # read with the _DATA before it
                 elif tag == _FAIL:
                     self._abandon()
                     if not stream.disconnected:
@@ -290,7 +317,8 @@ class _Exchange:
 
 
 class WSGIInput:
-    """``wsgi.input``: the request body, pulled from the socket as the app reads.
+    """``wsgi.input`` with ``--wsgi-body stream``: the body, pulled from the socket as
+    the app reads (and the empty body of a request without one).
 
     Holds at most one chunk beyond what the app asked for; ``read()`` without a
     size reads everything, because the app asked for everything. Reading past the
@@ -335,7 +363,7 @@ class WSGIInput:
         return self._take(size)
 
     def read1(self, size: int = -1) -> bytes:
-        """At most one chunk, without waiting for more (for spooling)."""
+        """At most one chunk, without waiting for more."""
         if not self._buf:
             self._fill()
         return self._take(len(self._buf) if size is None or size < 0 else size)
@@ -436,6 +464,67 @@ def _real_file(wrapper: FileWrapper) -> tuple[int, int, int] | None:
         return None
 
 
+# -- the request body, read on the loop before a thread is taken ----------------------------
+
+
+async def _read_body(stream: Stream) -> tuple[Any, int]:
+    """Read the whole request body; return ``(file, size)``, the file positioned at 0.
+
+    Runs on the event loop, before the request gets a thread, so a client that
+    sends slowly (or never finishes) holds a buffer, not a thread. The body is
+    kept in memory up to ``SPOOL_MEMORY`` (a :class:`io.BytesIO` over the bytes,
+    no copy for a body that came in one chunk) and goes to an anonymous
+    temporary file beyond it; a body announced larger than that goes to the file
+    from its first byte, so a connection never holds more than about
+    ``SPILL_WRITE`` bytes of it in memory. The protocol enforces
+    ``--limit-request-body`` (413) and raises :class:`ClientDisconnected` when the
+    client leaves mid-body; the caller then answers nothing.
+
+    The file is written here, on the loop, in writes of ``SPILL_WRITE`` bytes.
+    That is acceptable because such a write copies into the kernel's page cache
+    and returns; it does not wait for the disk (nothing here calls ``fsync``,
+    and the file is unlinked from the start), so each costs a memcpy of
+    ``SPILL_WRITE`` bytes. nginx (``client_body_temp_path``) and waitress
+    (its ``inbuf_overflow`` file) write request bodies from their event loop the
+    same way. The file is in ``$TMPDIR``; it is closed (and gone) when the call
+    ends, however it ends.
+    """
+    parts: list[bytes] = []
+    held = 0  # bytes in parts
+    total = 0
+    spill: Any = None
+    length = stream.body_length
+    try:
+        if length is not None and length > SPOOL_MEMORY:
+            spill = tempfile.TemporaryFile(prefix="bivio-body-")  # noqa: SIM115 (returned)
+        more = True
+        while more:
+            chunk, more = await stream.receive_body()
+            if not chunk:
+                continue
+            parts.append(chunk)
+            held += len(chunk)
+            total += len(chunk)
+            if spill is None:
+                if held <= SPOOL_MEMORY:
+                    continue
+                spill = tempfile.TemporaryFile(prefix="bivio-body-")  # noqa: SIM115 (returned)
+            if held >= SPILL_WRITE:
+                spill.write(parts[0] if len(parts) == 1 else b"".join(parts))
+                parts.clear()
+                held = 0
+        if spill is None:
+            return io.BytesIO(parts[0] if len(parts) == 1 else b"".join(parts)), total
+        if parts:
+            spill.write(b"".join(parts))
+        spill.seek(0)
+        return spill, total
+    except BaseException:
+        if spill is not None:
+            spill.close()
+        raise
+
+
 # -- the thread pool ---------------------------------------------------------------------
 
 
@@ -493,6 +582,7 @@ class WSGIHandler:
         self.config = config
         self.root_path = config.root_path
         self.size = config.threads or default_threads()
+        self.buffer_bodies = config.wsgi_body != "stream"
         self.pool = ThreadPool(self.size)
         self.free = self.size
         self.resume_at = max(1, self.size // 4)
@@ -551,14 +641,41 @@ class WSGIHandler:
 
     async def __call__(self, stream: Stream) -> None:
         stream.interface = "wsgi"
+        body = None
+        size = 0
+        length = stream.body_length
+        if length != 0 and (length is None or self.buffer_bodies):
+            # The whole body first, on the loop: no thread waits for a slow client.
+            try:
+                body, size = await _read_body(stream)
+            except ClientDisconnected:
+                return  # gone mid-body, or refused by the protocol (413): nothing to answer
+            except OSError as exc:  # the temporary file: disk full, no $TMPDIR
+                logger.error("WSGI request body could not be buffered: %s", exc)
+                try:
+                    await send_plain(stream, 500, "Internal Server Error", close=True)
+                except (ClientDisconnected, RuntimeError):
+                    stream.abort()
+                return
         if self.free:
             self.free -= 1
         else:
-            await self._take_slot()
+            try:
+                await self._take_slot()
+            except BaseException:
+                if body is not None:
+                    body.close()
+                raise
         try:
             exchange = _Exchange(asyncio.get_running_loop(), stream)
-            call = _Call(self, stream, exchange)
-            self.pool.submit(call.run, self.size - self.free)
+            call = _Call(self, stream, exchange, body, size)
+            try:
+                self.pool.submit(call.run, self.size - self.free)
+            except BaseException:
+                if body is not None:
+                    body.close()
+                raise
+            # From here on the call's thread closes the body, whatever happens.
             try:
                 await exchange.pump()
             except BaseException:
@@ -626,13 +743,16 @@ def _body_kind(stream: Stream) -> str:
 class _Call:
     """One WSGI call, run in a pool thread: environ, start_response, the iterable, close()."""
 
-    __slots__ = ("handler", "stream", "exchange", "status", "headers", "headers_sent",
-                 "content_length", "close")
+    __slots__ = ("handler", "stream", "exchange", "body", "body_size", "status", "headers",
+                 "headers_sent", "content_length", "close")
 
-    def __init__(self, handler: WSGIHandler, stream: Stream, exchange: _Exchange) -> None:
+    def __init__(self, handler: WSGIHandler, stream: Stream, exchange: _Exchange,
+                 body: Any = None, body_size: int = 0) -> None:
         self.handler = handler
         self.stream = stream
         self.exchange = exchange
+        self.body = body  # the body read by _read_body (a file at 0), or None: not read
+        self.body_size = body_size
         self.status: int | None = None
         self.headers: Headers = []
         self.headers_sent = False
@@ -660,14 +780,23 @@ class _Call:
         encoded: Headers = []
         length: int | None = None
         close = False
+        cache = _ENCODED
         for pair in headers:
+            try:
+                hit = cache.get(pair)
+            except TypeError:  # not hashable: not a (str, str) tuple, refused below
+                hit = None
+            if hit is not None:  # a plain header seen before: valid, already encoded
+                encoded.append(hit)
+                continue
             if not isinstance(pair, tuple) or len(pair) != 2:
                 raise WSGIError(f"start_response(): header {pair!r} is not a (name, value) tuple")
             name, value = pair
             if not isinstance(name, str) or not isinstance(value, str):
                 raise WSGIError(f"start_response(): header {pair!r}: name and value must be str")
             # The one header rule (bivio.core.headers), applied to the encoded bytes.
-            bname = name.lower().encode("ascii", "replace")
+            lname = name.lower()
+            bname = lname.encode("ascii", "replace")
             if not valid_name(bname):
                 raise WSGIError(f"start_response(): invalid header name {name!r}")
             try:
@@ -676,7 +805,6 @@ class _Call:
                 raise WSGIError(f"start_response(): header {name!r} is not latin-1") from None
             if not valid_value(bvalue):
                 raise WSGIError(f"start_response(): control character in header {name!r}")
-            lname = name.lower()
             if lname in HOP_BY_HOP:
                 if lname == "connection" and value.strip().lower() == "close":
                     close = True  # honoured through the stream: close afterwards
@@ -687,6 +815,10 @@ class _Call:
                 if not value.strip().isdigit():
                     raise WSGIError(f"start_response(): invalid Content-Length {value!r}")
                 length = int(value)
+            else:
+                if len(cache) >= _ENCODED_MAX:
+                    cache.clear()  # bounded: per-response values (cookies, etags) churn it
+                cache[pair] = (bname, bvalue)
             encoded.append((bname, bvalue))
         self.status = int(match.group(1))
         self.headers = encoded
@@ -716,13 +848,16 @@ class _Call:
     def run(self) -> None:
         """Thread entry: never raises; always ends with ``_END`` posted."""
         exchange = self.exchange
-        spool = None
+        body = self.body
         try:
             env = self.handler.environ(self.stream)
-            kind = _body_kind(self.stream)
-            if kind == "unknown":
-                spool = self._spool(env)
+            if body is not None:
+                # Read whole on the loop; the real size, also for a chunked body
+                # (Django reads a missing CONTENT_LENGTH as an empty body).
+                env["wsgi.input"] = body
+                env["CONTENT_LENGTH"] = str(self.body_size)
             else:
+                kind = _body_kind(self.stream)
                 env["wsgi.input"] = WSGIInput(exchange if kind == "length" else None)
             self._respond(env)
         except ClientDisconnected:
@@ -730,29 +865,10 @@ class _Call:
         except BaseException as exc:
             self._fail(exc)
         finally:
-            if spool is not None:
-                spool.close()
+            if body is not None:
+                self.body = None
+                body.close()
             exchange.finish((_END,))
-
-    def _spool(self, env: dict[str, Any]) -> Any:
-        """Read a body of unknown length (chunked) before the app runs; set CONTENT_LENGTH.
-
-        Django reads a missing CONTENT_LENGTH as an empty body, so bivio de-chunks
-        into memory up to ``SPOOL_MEMORY`` and into a temporary file beyond (the
-        body limit still applies). Done here, in the app's thread, so disk writes
-        never block the loop.
-        """
-        reader = WSGIInput(self.exchange)
-        spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY)  # noqa: SIM115 (closed by run)
-        while True:
-            chunk = reader.read1()
-            if not chunk:
-                break
-            spool.write(chunk)
-        env["CONTENT_LENGTH"] = str(spool.tell())
-        spool.seek(0)
-        env["wsgi.input"] = spool
-        return spool
 
     def _respond(self, env: dict[str, Any]) -> None:
         result = self.handler.app(env, self.start_response)
@@ -792,20 +908,46 @@ class _Call:
                     logger.error("Exception in the WSGI response's close()", exc_info=exc)
 
     def _send_sequence(self, items: list[bytes] | tuple[bytes, ...]) -> None:
-        """A list of bytes (the common case): one post, hence one hop to the loop."""
+        """A list of bytes (the common case): one post, hence one hop to the loop.
+
+        Up to ``JOIN_MAX`` bytes the items are joined into one body (the stream
+        then knows the length). Beyond, each item is posted as itself: joining
+        would hold a second copy of the whole body for as long as the client
+        takes to read it.
+        """
+        total = 0
         for data in items:
             if type(data) is not bytes and not isinstance(data, bytes):
                 raise WSGIError(f"the WSGI application sent {type(data).__name__}, not bytes")
+            total += len(data)
         if self.status is None:
             raise WSGIError("the WSGI application returned without calling start_response()")
+        if total > JOIN_MAX and len(items) > 1:
+            self._send_items(items, total)
+            return
         body = items[0] if len(items) == 1 else b"".join(items)
         if self.headers_sent:
             if body:
-                self.exchange.post((_DATA, body), size=len(body))
+                self.exchange.post((_DATA, body), (_LAST,), size=len(body))
             return
         self.headers_sent = True
         self.exchange.post((_START, self.status, self.headers, self.close), (_DATA, body),
-                           size=len(body))
+                           (_LAST,), size=len(body))
+
+    def _send_items(self, items: list[bytes] | tuple[bytes, ...], total: int) -> None:
+        """A large list: one post of every item, no copy; the length is said up front."""
+        posts: list[tuple[Any, ...]] = [
+            (_DATA, data if type(data) is bytes else bytes(data)) for data in items if data]
+        posts.append((_LAST,))
+        if self.headers_sent:
+            self.exchange.post(*posts, size=total)
+            return
+        self.headers_sent = True
+        headers = self.headers
+        if self.content_length is None and self.status not in (204, 304):
+            # What a joined body would have told the stream, said here (as for a file).
+            headers = [*headers, (b"content-length", b"%d" % total)]
+        self.exchange.post((_START, self.status, headers, self.close), *posts, size=total)
 
     def _send_file(self, fd: int, offset: int, size: int) -> None:
         count = size if self.content_length is None else self.content_length
@@ -825,6 +967,13 @@ class _Call:
             logger.error("Exception in WSGI application", exc_info=exc)
         self.exchange.finish((_FAIL,))
 
+
+# Plain response headers already checked and encoded, by their (name, value) str
+# pair: apps send the same few headers on every response, and a dict lookup is
+# several times cheaper than encoding and checking them again. Hop-by-hop and
+# Content-Length headers are never cached (they mean more than their bytes).
+_ENCODED: dict[tuple[str, str], tuple[bytes, bytes]] = {}
+_ENCODED_MAX = 4096
 
 _warned: set[str] = set()
 

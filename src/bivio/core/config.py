@@ -76,6 +76,11 @@ OPTIONS: tuple[Option, ...] = (
            "if unset. MODULE:ATTR becomes optional.", metavar="PROJECT"),
     Option("threads", "int", None,
            "WSGI thread pool size per worker. Default: min(32, CPUs + 4).", minimum=1),
+    Option("wsgi_body", "choice", "buffer",
+           "WSGI request bodies: buffer (read whole on the event loop, in memory then a "
+           "temporary file, before a thread runs the app) or stream (the app reads "
+           "wsgi.input from the socket, holding its thread while the client sends).",
+           choices=("buffer", "stream")),
     Option("root_path", "str", "", "Mount point of the app (ASGI root_path); with a proxy prefix."),
     Option("proxy_headers", "bool", True,
            "Trust X-Forwarded-For / X-Forwarded-Proto from --forwarded-allow-ips."),
@@ -88,6 +93,14 @@ OPTIONS: tuple[Option, ...] = (
            "Close a keep-alive connection idle for this many seconds.", minimum=0.0),
     Option("timeout_request_header", "float", 10.0,
            "A client must send a whole request head within this many seconds (slowloris).",
+           minimum=0.0),
+    Option("timeout_request_body", "float", 30.0,
+           "A request body that makes no progress for this many seconds gets 408 and the "
+           "connection closes (0: never). The clock stops while bivio itself stops reading.",
+           minimum=0.0),
+    Option("timeout_send", "float", 60.0,
+           "Drop a client that reads none of a response (or WebSocket messages) for this many "
+           "seconds while the write buffer is full (0: never).",
            minimum=0.0),
     Option("timeout_graceful_shutdown", "float", 30.0,
            "On shutdown, wait this long for in-flight requests before closing them.",
@@ -268,6 +281,7 @@ class Config:
     asgi_path: tuple[str, ...] = ()
     django: str | None = None
     threads: int | None = None
+    wsgi_body: str = "buffer"
     root_path: str = ""
     proxy_headers: bool = True
     forwarded_allow_ips: str | None = None
@@ -275,6 +289,8 @@ class Config:
     access_log: bool = True
     timeout_keep_alive: float = 5.0
     timeout_request_header: float = 10.0
+    timeout_request_body: float = 30.0
+    timeout_send: float = 60.0
     timeout_graceful_shutdown: float = 30.0
     limit_concurrency: int | None = None
     backlog: int = 2048
@@ -356,6 +372,14 @@ class Config:
         if values.get("uds") is not None and values.get("fd") is not None:
             raise ConfigError("--uds and --fd: choose one")
         return cls(**values)
+
+    def needs_supervisor(self) -> bool:
+        """Whether these options ask for the supervisor (else: one process).
+
+        A supervised worker's own options have these cleared, so it takes the
+        single-process path.
+        """
+        return self.workers is not None or self.reload or self.limit_max_requests is not None
 
     def is_trusted_proxy(self, host: str | None) -> bool:
         if not self.proxy_headers or host is None:

@@ -47,6 +47,8 @@ def strip_root(path: P, root: P) -> P | None:
 def app_path(raw_path: bytes, root: str) -> str:
     """The percent-decoded path below ``root`` as latin-1 text (WSGI ``PATH_INFO``)."""
     path = (unquote_to_bytes(raw_path) if b"%" in raw_path else raw_path).decode("latin-1")
+    if not root:
+        return path
     below = strip_root(path, root)
     return path if below is None else below
 

@@ -9,7 +9,6 @@ from ..core.config import Config, ConfigError
 from ..core.logs import setup_logging
 from .loader import django_targets
 from .server import run
-from .supervisor import needs_supervisor, supervise
 
 
 def serve(app: Any, options: dict[str, Any], config: Config | None = None) -> int:
@@ -23,8 +22,11 @@ def serve(app: Any, options: dict[str, Any], config: Config | None = None) -> in
         os.environ.setdefault("DJANGO_SETTINGS_MODULE", f"{config.django}.settings")
     elif app is None:
         raise ConfigError("no application given: pass MODULE:ATTR (or --django PROJECT)")
-    if needs_supervisor(config):
+    if config.needs_supervisor():
         # A supervisor parent that never imports the app; each worker process it
-        # starts runs bivio.process.server.run with those options cleared.
+        # starts runs bivio.process.server.run with those options cleared. Imported
+        # here: a single process never pays for it.
+        from .supervisor import supervise
+
         return supervise(app, config)
     return run(app, config)

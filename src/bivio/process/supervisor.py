@@ -75,11 +75,6 @@ _WORKER_ONLY_RESET: dict[str, Any] = {
 }
 
 
-def needs_supervisor(config: Config) -> bool:
-    """Whether ``config`` asks for the supervisor (else: one process, as before)."""
-    return config.workers is not None or config.reload or config.limit_max_requests is not None
-
-
 def heartbeat_interval(config: Config) -> float:
     """Beat several times per healthcheck timeout, so one late beat is not a false alarm."""
     return min(1.0, max(0.05, config.timeout_worker_healthcheck / 5))

@@ -6,26 +6,48 @@ WSGI response pump, a WebSocket ``send``) wait in :meth:`WriteFlow.wait_writable
 while the buffer is full, so a client that does not read holds the app back
 instead of growing bivio's memory. When the connection is lost every waiter is
 released at once; the caller then checks its own "closed" state.
+
+``--timeout-send``: a client that reads nothing while the buffer stays above
+its high-water mark (no ``resume_writing`` for that many seconds) is dropped:
+the transport is aborted, every waiting sender is released and gets
+:class:`~bivio.core.stream.ClientDisconnected` (which frees a WSGI thread
+blocked on backpressure), and one info line names the client. The timer runs
+only while writing is paused, so a response that is being read, however
+slowly, never times out.
 """
 
 from __future__ import annotations
 
 import asyncio
+from typing import Any
+
+from ..core.logs import logger
+from ..core.stream import ClientDisconnected
 
 
 class WriteFlow:
     """Mixin for an :class:`asyncio.Protocol`; call :meth:`_init_write_flow` in ``__init__``."""
 
     loop: asyncio.AbstractEventLoop
+    transport: Any
     write_paused: bool
+    send_timed_out: bool
     _drain_waiters: list[asyncio.Future[None]]
+    _send_timeout: float
+    _send_timer: asyncio.TimerHandle | None
 
-    def _init_write_flow(self) -> None:
+    def _init_write_flow(self, send_timeout: float = 0.0) -> None:
+        """``send_timeout``: drop the client after this long paused (--timeout-send; 0: never)."""
         self.write_paused = False
+        self.send_timed_out = False
         self._drain_waiters = []
+        self._send_timeout = send_timeout
+        self._send_timer = None
 
     def pause_writing(self) -> None:
         self.write_paused = True
+        if self._send_timeout > 0 and self._send_timer is None:
+            self._send_timer = self.loop.call_later(self._send_timeout, self._on_send_timeout)
 
     def resume_writing(self) -> None:
         self.write_paused = False
@@ -33,14 +55,63 @@ class WriteFlow:
 
     def _release_writers(self) -> None:
         """Wake every sender (the buffer drained, or the connection is gone)."""
+        timer = self._send_timer
+        if timer is not None:
+            self._send_timer = None
+            timer.cancel()
         waiters, self._drain_waiters = self._drain_waiters, []
         for fut in waiters:
             if not fut.done():
                 fut.set_result(None)
 
+    def _hand_over_write_flow(self, other: WriteFlow) -> None:
+        """``other`` takes the transport over (``set_protocol``): it inherits a pause.
+
+        Our own send timer stops: the new protocol gets the pause and, with it,
+        its own ``--timeout-send`` clock, so a later ``resume_writing`` (which
+        only the new protocol hears) cancels the right timer.
+        """
+        timer = self._send_timer
+        if timer is not None:
+            self._send_timer = None
+            timer.cancel()
+        if self.write_paused:
+            other.pause_writing()
+
+    def _on_send_timeout(self) -> None:
+        self._send_timer = None
+        if self.write_paused:
+            self._drop_slow_reader()
+
+    def _drop_slow_reader(self) -> None:
+        """The client read nothing for ``--timeout-send`` seconds: abort the connection."""
+        self.send_timed_out = True
+        transport = self.transport
+        logger.info("%s timed out reading the response (--timeout-send %g): connection dropped",
+                    peer_name(transport), self._send_timeout)
+        transport.abort()  # connection_lost then releases every waiting sender
+
     async def wait_writable(self) -> None:
-        """Return once the write buffer is below its low-water mark (or the peer left)."""
+        """Return once the write buffer is below its low-water mark (or the peer left).
+
+        Raises :class:`ClientDisconnected` when the wait ended because
+        ``--timeout-send`` dropped the client.
+        """
         if self.write_paused:
             fut = self.loop.create_future()
             self._drain_waiters.append(fut)
             await fut
+            if self.send_timed_out:
+                raise ClientDisconnected("the client read nothing for --timeout-send seconds")
+
+
+def peer_name(transport: Any) -> str:
+    """``host:port`` of the transport's peer, for a log line ("-" when unknown)."""
+    try:
+        peer = transport.get_extra_info("peername")
+    except Exception:  # pragma: no cover - a transport that is already torn down
+        peer = None
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        host = str(peer[0])
+        return f"[{host}]:{peer[1]}" if ":" in host else f"{host}:{peer[1]}"
+    return "-"

@@ -11,6 +11,16 @@ out in request order, and buffering stays bounded by one read.
 
 Errors found by the parser after valid pipelined requests are deferred: the
 earlier requests are answered first, then the 4xx, then the connection closes.
+An error answer is followed by a *lingering* close (see :class:`_Linger`): the
+write side is shut down and what the client still sends is read and dropped
+for a bounded time, so unread request bytes do not make the kernel reset the
+connection before the client has read the answer.
+
+Timeouts share the connection's one lazily re-armed timer (:meth:`H1Connection._set_timer`):
+keep-alive (idle between requests), request header (from the first byte of a
+head), request body (no body byte for ``--timeout-request-body``; the clock
+stops while bivio itself does not read). ``--timeout-send`` is write-side flow
+control (:mod:`bivio.protocols.flow`).
 """
 
 from __future__ import annotations
@@ -20,16 +30,19 @@ import os
 import time
 from collections import deque
 from http import HTTPStatus
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httptools
 
 from ..core.context import ServerContext
 from ..core.headers import check_headers
+from ..core.logs import logger
 from ..core.stream import ClientDisconnected, Headers, plain_response
-from .flow import WriteFlow
+from .flow import WriteFlow, peer_name
 from .proxy import apply_proxy_headers
-from .websocket import WebSocket
+
+if TYPE_CHECKING:
+    from .websocket import WebSocket
 
 PROTOCOL = "http/1.1"  # the ALPN name, for the per-response hook
 STATUS_LINES: dict[int, bytes] = {
@@ -38,6 +51,14 @@ STATUS_LINES: dict[int, bytes] = {
 
 HIGH_WATER = 64 * 1024  # request body buffered before reading pauses
 NO_BODY_STATUS = frozenset({204, 304})
+# A send_body larger than this is written in slices of this size, waiting for the
+# write buffer between them: a connection buffers at most its high-water mark plus
+# one slice, whatever the app hands over at once.
+SEND_SLICE = 256 * 1024
+# After an error answer: read and drop what the client still sends, at most this
+# long and this much, then close (the client's EOF closes at once).
+LINGER_SECONDS = 1.0
+LINGER_BYTES = 1024 * 1024
 
 
 def status_line(status: int) -> bytes:
@@ -144,6 +165,7 @@ class H1Stream:
                 self.expect_continue = False
                 if not self.response_started:
                     self.conn.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+                    self.conn._arm_body_timer()  # the client may send the body now
             self.conn._body_consumed(self)
             await self._wait()
 
@@ -157,10 +179,10 @@ class H1Stream:
     # -- response -------------------------------------------------------------------
 
     async def send_informational(self, status: int, headers: Headers) -> None:
+        if self.disconnected:  # first: the server may have answered itself (a 400, a 408)
+            raise ClientDisconnected()
         if self.response_started:
             raise RuntimeError("informational response after the response started")
-        if self.disconnected:
-            raise ClientDisconnected()
         if self.http_version == "1.0":
             return  # HTTP/1.0 clients do not understand 1xx
         check_headers(headers)
@@ -169,10 +191,10 @@ class H1Stream:
         )
 
     async def start_response(self, status: int, headers: Headers, trailers: bool = False) -> None:
+        if self.disconnected:  # first: the server may have answered itself (a 400, a 408)
+            raise ClientDisconnected()
         if self.response_started:
             raise RuntimeError("response already started")
-        if self.disconnected:
-            raise ClientDisconnected()
         if not 200 <= status <= 999:
             raise ValueError(f"invalid response status {status!r}")
         check_headers(headers)
@@ -181,6 +203,8 @@ class H1Stream:
             # Answered without 100 Continue: the client may or may not send the
             # body now, so the connection cannot be reused (RFC 9110 10.1.1).
             self.keep_alive = False
+            self.expect_continue = False
+            self.conn._arm_body_timer()  # no 100 will come: the body is due now, or never
         self.expect_continue = False
         self._status = status
         self._resp_headers = headers
@@ -248,7 +272,9 @@ class H1Stream:
         out = b"" if self._head_written else self._head(None if more else len(data))
         mode = self._mode
         if data:
-            if mode == 0:
+            if len(data) > SEND_SLICE and mode != 3:
+                out = await self._send_sliced(out, data)
+            elif mode == 0:
                 self.sent += len(data)
                 if self.sent > self._length:  # type: ignore[operator]
                     self.abort()
@@ -270,6 +296,31 @@ class H1Stream:
             conn.transport.write(out)
         if conn.write_paused:
             await conn.drain()
+
+    async def _send_sliced(self, out: bytes, data: bytes) -> bytes:
+        """Write ``out`` and a large ``data`` in :data:`SEND_SLICE` pieces.
+
+        Between pieces, wait while the transport's buffer is above its
+        high-water mark, so one connection never holds a whole large body in
+        its buffer. Returns what still follows the data (a chunk's CRLF).
+        """
+        size = len(data)
+        mode = self._mode
+        self.sent += size
+        if mode == 0 and self.sent > self._length:  # type: ignore[operator]
+            self.abort()
+            raise RuntimeError("response body longer than its Content-Length")
+        if mode == 1:
+            out += b"%x\r\n" % size
+        conn = self.conn
+        view = memoryview(data)
+        for start in range(0, size, SEND_SLICE):
+            if start:
+                if conn.write_paused:
+                    await conn.drain()  # ClientDisconnected once the client is gone
+                out = b""
+            conn.transport.write(out + view[start:start + SEND_SLICE])
+        return b"\r\n" if mode == 1 else b""
 
     async def send_trailers(self, headers: Headers) -> None:
         if self.response_complete:
@@ -330,6 +381,10 @@ class H1Stream:
         if self.upgrade != "websocket":
             raise RuntimeError("not a WebSocket upgrade request")
         conn = self.conn
+        # Imported on the first upgrade: the websockets library costs a worker
+        # about a quarter of its start-up time, and most apps never upgrade.
+        from .websocket import WebSocket
+
         return WebSocket(conn.ctx.config, conn.transport, conn.loop,
                          self.target.decode("latin-1"), self.headers, conn._switch_to_websocket)
 
@@ -356,7 +411,7 @@ class H1Connection(WriteFlow, asyncio.Protocol):
         self.server: tuple[str, int] | None = None
         self.scheme = "http"
         self.trusted_proxy = False
-        self._init_write_flow()
+        self._init_write_flow(ctx.config.timeout_send)
         self._reading_paused = False
         self._timer: asyncio.TimerHandle | None = None
         self._timer_when = 0.0  # when the pending handle fires
@@ -376,7 +431,15 @@ class H1Connection(WriteFlow, asyncio.Protocol):
         self._eof = False
         self._served = False  # no request yet: see awaiting_first_request
         self._intake_held = False  # reading paused by ctx.pause_intake() between requests
+        self._linger_on_close = False  # an error answer was written: close lingering
+        # The request-line check (RTSP/ICE, see on_headers_complete): the read being
+        # parsed, and the earlier reads of a head that spans several (bounded).
+        self._chunk = b""
+        self._line_parts: list[bytes] | None = None
+        self._line_room = 0  # how much more of a head _line_parts may keep
         cfg = self.config
+        self._line_cap = cfg.limit_request_line + 1024  # a request line fits in this
+        self._body_timeout = cfg.timeout_request_body
         self._head_limit = (cfg.limit_request_line + 2
                             + cfg.limit_request_fields * (cfg.limit_request_field_size + 4) + 2)
 
@@ -418,6 +481,7 @@ class H1Connection(WriteFlow, asyncio.Protocol):
         return True if self._current is not None else None
 
     def data_received(self, data: bytes) -> None:
+        self._chunk = data  # for the request-line check (on_headers_complete)
         if self._in_head or self._parsing is None:
             self._head_bytes += len(data)
         try:
@@ -431,8 +495,22 @@ class H1Connection(WriteFlow, asyncio.Protocol):
             else:
                 self._fail(400, _parser_reason(exc))
             return
-        if self._in_head and self._head_bytes > self._head_limit:
-            self._fail(431, "Request header fields too large")
+        self._chunk = b""  # not kept past the read: it may be a large body read
+        if self._in_head:
+            if self._head_bytes > self._head_limit:
+                self._fail(431, "Request header fields too large")
+                return
+            # The head goes on in the next read: keep this part for the line check.
+            if self._line_parts is None:
+                self._line_parts = [data]
+                self._line_room = self._line_cap - len(data)
+            elif self._line_room > 0:
+                self._line_parts.append(data)
+                self._line_room -= len(data)
+        elif self._parsing is not None:
+            # A body is on its way and this read brought some of it (or its head):
+            # progress. Once per read, not per chunk: restart the body clock.
+            self._arm_body_timer()
 
     async def drain(self) -> None:
         if self._closed:
@@ -470,6 +548,14 @@ class H1Connection(WriteFlow, asyncio.Protocol):
         parser = self.parser
         version = parser.get_http_version()
         method = parser.get_method().decode("ascii")
+        target = self._url
+        # llhttp also accepts RTSP/x.y and ICE/x.y request lines and reports their
+        # version as HTTP's; it does not expose the protocol name, so look at the
+        # line. RTSP and ICE are 1.0 (or 2.0, refused below as a version), so only
+        # an HTTP/1.0 request is looked at: HTTP/1.1 pays nothing.
+        parts, self._line_parts = self._line_parts, None
+        if version == "1.0":
+            self._check_protocol([*parts, self._chunk] if parts else [self._chunk])
         headers = self._headers
         host_count = 0
         expect_continue = False
@@ -503,7 +589,6 @@ class H1Connection(WriteFlow, asyncio.Protocol):
         limit = self.config.limit_request_body
         if limit and content_length is not None and content_length > limit:
             raise _Reject(413, "Request body too large")
-        target = self._url
         if transfer_codings is not None:
             body_length = None
         elif content_length is not None:
@@ -631,7 +716,7 @@ class H1Connection(WriteFlow, asyncio.Protocol):
         ctx.connections.discard(self)
         ctx.connections.add(ws)  # graceful shutdown closes it with 1012
         ws.on_lost = ctx.connections.discard
-        ws.write_paused = self.write_paused
+        self._hand_over_write_flow(ws)  # a full buffer stays paused, on the WebSocket's clock
         self.transport.set_protocol(ws)
         stream.response_started = stream.response_complete = True
         stream._status = 101
@@ -639,6 +724,28 @@ class H1Connection(WriteFlow, asyncio.Protocol):
             self._record(stream, 101, 0, "websocket")
         tail, self._upgrade_tail = self._upgrade_tail, b""
         return tail
+
+    def _check_protocol(self, parts: list[bytes]) -> None:
+        """The request-line check of an HTTP/1.0 request (see :meth:`on_headers_complete`).
+
+        ``parts`` are the reads holding this request's head (the earlier ones
+        bounded by ``--limit-request-line``): its request line is the line that
+        starts ``METHOD SP target SP`` (as llhttp reported them); RTSP/ICE after
+        that is refused. Where the request begins in its read is not known for a
+        pipelined one, so a line of that exact form in an earlier request's body
+        in the same read counts too: only a client that sends such a body and
+        such a request together is refused wrongly.
+        """
+        buf = parts[0] if len(parts) == 1 else b"".join(parts)
+        if b"RTSP/" not in buf and b"ICE/" not in buf:
+            return
+        needle = self.parser.get_method() + b" " + self._url + b" "
+        at = buf.find(needle)
+        while at >= 0:
+            if (at == 0 or buf[at - 1] == 10) and buf.startswith((b"RTSP/", b"ICE/"),
+                                                                at + len(needle)):
+                raise _Reject(505, "HTTP Version Not Supported")
+            at = buf.find(needle, at + 1)
 
     def _body_consumed(self, stream: H1Stream) -> None:
         if self._reading_paused and not self._pending and len(stream._body) <= HIGH_WATER:
@@ -718,8 +825,33 @@ class H1Connection(WriteFlow, asyncio.Protocol):
         stream.keep_alive = False
         stream.head_only = False
         self._current = stream
+        self._linger_on_close = True  # the close that follows the answer lingers
         self._reply_error(stream, status, reason)
         self.close_now()
+
+    def _close_lingering(self) -> None:
+        """Close after an error answer without a reset destroying the answer.
+
+        Closing a socket with unread bytes (the rest of a too-large head, a body
+        the client is still sending) makes the kernel send a RST, which can
+        discard the answer before the client has read it. So: shut the write
+        side down (the client reads the answer, then EOF), hand the transport to
+        a :class:`_Linger` that reads and drops what still comes, and close on
+        the client's EOF, after :data:`LINGER_BYTES` or after
+        :data:`LINGER_SECONDS`, whichever comes first. Without a half-close
+        (TLS) or after the client's EOF, close at once.
+        """
+        self._linger_on_close = False
+        transport = self.transport
+        if self._eof or not transport.can_write_eof():
+            self.close_now()
+            return
+        linger = _Linger(transport, self.loop, self._send_timeout)
+        self._hand_over_write_flow(linger)
+        transport.write_eof()
+        transport.set_protocol(linger)
+        self.connection_lost(None)  # this protocol is done with the connection
+        transport.resume_reading()
 
     def _on_idle_timeout(self) -> None:
         self._timer = None
@@ -729,10 +861,34 @@ class H1Connection(WriteFlow, asyncio.Protocol):
     def _on_header_timeout(self) -> None:
         self._timer = None
         if self._in_head:
+            logger.info("%s timed out sending the request head (--timeout-request-header %g): "
+                        "408", peer_name(self.transport), self.config.timeout_request_header)
             self._fail(408, "Request header timeout")
 
+    def _arm_body_timer(self) -> None:
+        """Start the body clock: a body is due and bivio is reading it.
+
+        Not while reading is paused (the app has not read what is buffered, or
+        pipelined requests wait) nor before ``100 Continue`` was sent: the
+        client is not at fault then. :meth:`_resume_reading` and
+        :meth:`H1Stream.receive_body` start it again.
+        """
+        stream = self._parsing
+        if (stream is not None and not stream.expect_continue and not self._reading_paused
+                and not self._closed):
+            self._set_timer(self._body_timeout, self._on_body_timeout)
+
+    def _on_body_timeout(self) -> None:
+        stream = self._parsing
+        if stream is None or self._reading_paused or self._closed:
+            return  # the clock does not run while bivio itself is not reading
+        answer = "connection closed" if stream.response_started else "408"
+        logger.info("%s timed out sending the request body (--timeout-request-body %g): %s",
+                    peer_name(self.transport), self._body_timeout, answer)
+        self._fail(408, "Request body timeout")
+
     def _set_timer(self, delay: float, callback: Any) -> None:
-        """Arm the connection's one timeout (header, keep-alive) ``delay`` s from now.
+        """Arm the connection's one timeout (header, body, keep-alive) ``delay`` s from now.
 
         Every request re-arms it twice, so the loop's timer is moved lazily: an
         armed handle that fires no later than the new deadline is kept, and when
@@ -782,9 +938,14 @@ class H1Connection(WriteFlow, asyncio.Protocol):
         if self._reading_paused and not self._closed and self._deferred_error is None:
             self._reading_paused = False
             self.transport.resume_reading()
+            if self._parsing is not None:
+                self._arm_body_timer()  # the client can send again: its clock restarts
 
     def close_now(self) -> None:
         if not self._closed:
+            if self._linger_on_close:
+                self._close_lingering()
+                return
             self._closed = True
             self._cancel_timer()
             self.transport.close()
@@ -874,12 +1035,21 @@ class H1Connection(WriteFlow, asyncio.Protocol):
                 os.close(watch)
 
     async def _writable(self, fd: int) -> None:
-        fut = self.loop.create_future()
-        self.loop.add_writer(fd, _set_done, fut)
+        """Wait until the socket takes more; bounded by ``--timeout-send`` like any send."""
+        loop = self.loop
+        fut: asyncio.Future[bool] = loop.create_future()
+        loop.add_writer(fd, _set_result, fut, True)
+        timeout = self._send_timeout
+        timer = loop.call_later(timeout, _set_result, fut, False) if timeout > 0 else None
         try:
-            await fut
+            writable = await fut
         finally:
-            self.loop.remove_writer(fd)
+            loop.remove_writer(fd)
+            if timer is not None:
+                timer.cancel()
+        if not writable:
+            self._drop_slow_reader()
+            raise ClientDisconnected("the client read nothing for --timeout-send seconds")
 
     async def _copy_file(self, fd: int, offset: int, count: int) -> None:
         while count > 0:
@@ -893,9 +1063,44 @@ class H1Connection(WriteFlow, asyncio.Protocol):
             await self.drain()
 
 
-def _set_done(fut: asyncio.Future[None]) -> None:
+def _set_result(fut: asyncio.Future[bool], value: bool) -> None:
     if not fut.done():
-        fut.set_result(None)
+        fut.set_result(value)
+
+
+class _Linger(WriteFlow, asyncio.Protocol):
+    """The transport after an error answer: drop what the client still sends, then close.
+
+    Bounded so no client can hold the connection: it closes on the client's
+    EOF, once :data:`LINGER_BYTES` were dropped, or after
+    :data:`LINGER_SECONDS`; a client that does not read the answer is dropped
+    by ``--timeout-send`` as on any connection.
+    """
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop,
+                 send_timeout: float) -> None:
+        self.transport = transport
+        self.loop = loop
+        self._init_write_flow(send_timeout)
+        self._left = LINGER_BYTES
+        self._timer = loop.call_later(LINGER_SECONDS, self._close)
+
+    def data_received(self, data: bytes) -> None:
+        self._left -= len(data)
+        if self._left <= 0:
+            self._close()
+
+    def eof_received(self) -> bool | None:
+        return None  # the transport closes
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._timer.cancel()
+        self.write_paused = False
+        self._release_writers()
+
+    def _close(self) -> None:
+        self._timer.cancel()
+        self.transport.close()
 
 
 def _address(info: Any) -> tuple[str, int] | None:

@@ -21,11 +21,12 @@ Why websockets' ``ServerProtocol`` rather than wsproto: both are sans-I/O and
 correct, but websockets unmasks frames in C (``websockets.speedups``) and its
 permessage-deflate is the one the most-used Python client ships, so the two
 ends of the common case are tested against each other daily. Framing,
-control frames, close-code validation, the size limit (1009) and deflate are
+control frames, close-code validation, a frame-size limit and deflate are
 the library's; what is ours is what a server adds around it:
 
 - message assembly, with UTF-8 validated fragment by fragment (a bad text
-  fragment fails the connection with 1007 before the message ends);
+  fragment fails the connection with 1007 before the message ends) and
+  ``--ws-max-size`` counted on the decoded message (1009; see :func:`wire_limit`);
 - backpressure both ways: reading pauses while :data:`QUEUE_HIGH` messages
   wait for the app, and :meth:`WebSocket.send` waits while the transport's
   write buffer is above its high-water mark;
@@ -40,6 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import logging
 import os
 from collections import deque
 from collections.abc import Callable
@@ -48,13 +50,14 @@ from typing import TYPE_CHECKING
 from websockets.datastructures import Headers as WSHeaders
 from websockets.exceptions import InvalidHeader, ProtocolError
 from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
-from websockets.frames import Frame, Opcode
+from websockets.frames import CloseCode, Frame, Opcode
 from websockets.headers import parse_subprotocol
 from websockets.http11 import Request
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 
 from ..core.headers import check_headers
+from ..core.logs import logger
 from ..core.stream import ByteChannel, ClientDisconnected, Headers, WebSocketClosed
 from .flow import WriteFlow
 
@@ -74,10 +77,30 @@ _CLOSE, _PONG = Opcode.CLOSE, Opcode.PONG
 _OPEN, _CLOSING, _CLOSED = State.OPEN, State.CLOSING, State.CLOSED
 
 
+def wire_limit(max_size: int) -> int:
+    """The library's frame-size limit on a permessage-deflate connection.
+
+    websockets checks each frame's *wire* length against the message budget
+    before inflating it, and a deflated frame of incompressible data is a little
+    longer than the data (stored blocks: 5 bytes per 128 to 64 KiB, by the
+    client's zlib settings; fixed Huffman codes: about 5.5 %). The library gets
+    this looser limit, which also bounds what it inflates (a deflate bomb stops
+    here); bivio enforces ``max_size`` on the decoded message itself.
+    """
+    return max_size + max_size // 16 + 1024
+
+
 class _ServerProtocol(ServerProtocol):
     """websockets' server protocol, with the subprotocol chosen by the app."""
 
     chosen: str | None = None
+    max_decoded: int = 0  # --ws-max-size: the close reason of a 1009 names it
+
+    def fail(self, code: int, reason: str = "") -> None:
+        if code == CloseCode.MESSAGE_TOO_BIG:
+            # The library's reason names its own (wire) limit; ours is the message's.
+            reason = f"message larger than {self.max_decoded} bytes"
+        super().fail(code, reason)
 
     def select_subprotocol(self, subprotocols):  # type: ignore[no-untyped-def,override]
         # The application decides (ASGI ``websocket.accept``), not a server list.
@@ -92,15 +115,21 @@ class _ServerProtocol(ServerProtocol):
 
 
 def deflate_factory() -> ServerPerMessageDeflateFactory:
-    """permessage-deflate with a 4 KiB window (as websockets' own server) and memLevel 8.
+    """permessage-deflate: 4 KiB window (as websockets' own server), memLevel 6, level 1.
 
-    websockets picks memLevel 5 to save memory; on incompressible payloads
-    (Autobahn 12.5.*) that halves compression speed, and the compressor is the
-    server's main cost there. memLevel 8 (zlib's default) costs about 112 KiB
-    more per compressing connection and doubles throughput.
+    Chosen by measurement (``python -m bench.ws_deflate``; the table is in
+    docs/websockets.md). Against memLevel 8 at zlib's default level 6, JSON-like
+    text compresses about 2x faster (about 150 vs 75 MB/s of input) for 23 %
+    instead of 19 % of its size, also with the 512-byte window a client may ask
+    for (72 vs 33 MB/s: zlib rescans its whole hash table, 2^(memLevel+7)
+    entries, at every window slide); incompressible bytes go about 0.7x as fast
+    (49 vs 71 MB/s, still 1.4x memLevel 5). A compressor takes 48 KiB instead of
+    144 KiB per connection. All 216 permessage-deflate Autobahn cases: 292 s
+    instead of 368 s.
     """
     return ServerPerMessageDeflateFactory(
-        server_max_window_bits=12, client_max_window_bits=12, compress_settings={"memLevel": 8}
+        server_max_window_bits=12, client_max_window_bits=12,
+        compress_settings={"memLevel": 6, "level": 1},
     )
 
 
@@ -133,6 +162,7 @@ class WebSocket(WriteFlow, asyncio.Protocol):
         self._ping_timeout = config.ws_ping_timeout
         extensions = [deflate_factory()] if config.ws_per_message_deflate else None
         self._proto = _ServerProtocol(extensions=extensions, max_size=config.ws_max_size)
+        self._max_size = self._proto.max_decoded = config.ws_max_size
         self._request = Request(
             target, WSHeaders([(n.decode("latin-1"), v.decode("latin-1")) for n, v in headers])
         )
@@ -144,11 +174,12 @@ class WebSocket(WriteFlow, asyncio.Protocol):
         self._receiver: asyncio.Future[None] | None = None
         self._frag_text = False
         self._frag_parts: list[bytes] | list[str] = []
+        self._frag_size = 0  # decoded bytes of the unfinished fragmented message
         self._decoder: codecs.IncrementalDecoder | None = None
         self._failed_code: int | None = None
         self._lost = False
         self._reading_paused = True  # HTTP/1.1 paused reading at the upgrade
-        self._init_write_flow()
+        self._init_write_flow(config.timeout_send)  # --timeout-send: see flow.py
         self._ping_timer: asyncio.TimerHandle | None = None
         self._pong_timer: asyncio.TimerHandle | None = None
         self._ping_payload: bytes | None = None
@@ -173,17 +204,22 @@ class WebSocket(WriteFlow, asyncio.Protocol):
         """Answer the handshake (the app's subprotocol and headers) and start speaking WebSocket."""
         if self.accepted:
             raise RuntimeError("WebSocket already accepted")
+        extra = [(n.lower(), v) for n, v in headers if n.lower() not in _HANDSHAKE_HEADERS]
+        # The one validator (names are tokens, values free of controls), before the
+        # handshake state changes: a refused accept leaves the session untouched, so
+        # the app sees the ValueError and may deny, or accept again without the header.
+        check_headers(extra)
         proto = self._proto
         proto.chosen = subprotocol
         response = proto.accept(self._request)
         if response.status_code != 101:  # pragma: no cover - validated in __init__
             raise RuntimeError("WebSocket handshake failed")
-        extra = [(n.lower(), v) for n, v in headers if n.lower() not in _HANDSHAKE_HEADERS]
-        check_headers(extra)  # the one validator, before anything is sent
         # The server's Date and Server come with the stream's default headers.
         answer = [(name.lower().encode("latin-1"), value.encode("latin-1"))
                   for name, value in response.headers.raw_items()
                   if name.lower() not in ("date", "server")]
+        if proto.extensions:  # permessage-deflate: the library counts wire bytes
+            proto.max_message_size = wire_limit(self._max_size)
         proto.send_response(response)  # the state becomes OPEN (frames from now on)
         proto.data_to_send()  # its HTTP/1.1 serialisation: the stream's owner writes our answer
         # The request was parsed by the stream's protocol, not by this one, whose
@@ -237,6 +273,9 @@ class WebSocket(WriteFlow, asyncio.Protocol):
     def _on_frame(self, frame: Frame) -> None:
         opcode = frame.opcode
         if opcode is _TEXT:
+            if len(frame.data) > self._max_size:
+                self._fail(1009, "")
+                return
             if frame.fin:
                 try:
                     self._deliver(bytes(frame.data).decode("utf-8"))
@@ -246,14 +285,23 @@ class WebSocket(WriteFlow, asyncio.Protocol):
             self._frag_text = True
             self._decoder = codecs.getincrementaldecoder("utf-8")()
             self._frag_parts = []
+            self._frag_size = len(frame.data)
             self._append_text(frame.data, False)
         elif opcode is _BINARY:
+            if len(frame.data) > self._max_size:
+                self._fail(1009, "")
+                return
             if frame.fin:
                 self._deliver(bytes(frame.data))
                 return
             self._frag_text = False
             self._frag_parts = [bytes(frame.data)]
+            self._frag_size = len(frame.data)
         elif opcode is _CONT:
+            self._frag_size += len(frame.data)
+            if self._frag_size > self._max_size:
+                self._fail(1009, "")
+                return
             if self._frag_text:
                 self._append_text(frame.data, frame.fin)
             else:
@@ -389,6 +437,8 @@ class WebSocket(WriteFlow, asyncio.Protocol):
             proto.send_binary(data)
         self._flush()
         if self.write_paused:
+            if logger.isEnabledFor(logging.DEBUG):
+                logger.debug("WebSocket %s: send waits for the client to read", self._peer())
             await self._drain()
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
@@ -440,6 +490,15 @@ class WebSocket(WriteFlow, asyncio.Protocol):
         if not self._reading_paused and not self._lost:
             self._reading_paused = True
             self.transport.pause_reading()
+            if logger.isEnabledFor(logging.DEBUG):
+                logger.debug("WebSocket %s: %d messages wait for the app, reading paused",
+                             self._peer(), len(self._messages))
+
+    def _peer(self) -> str:
+        """``host:port`` of the client for a debug line ("-" if the channel does not say)."""
+        extra = getattr(self.transport, "get_extra_info", None)
+        peer = extra("peername") if extra is not None else None
+        return f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) and len(peer) >= 2 else "-"
 
     def _resume_reading(self) -> None:
         if self._reading_paused and not self._lost:
