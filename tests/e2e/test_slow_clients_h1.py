@@ -61,7 +61,7 @@ def statuses(data: bytes) -> list[int]:
     return [int(s) for s in STATUS.findall(data)]
 
 
-def served(server) -> bool:
+def served(server, body: bytes = b"hello") -> bool:
     """A normal request on a fresh connection gets its 200 (bounded wait)."""
     try:
         with connect(server) as sock:
@@ -69,7 +69,7 @@ def served(server) -> bool:
             data, closed = read_until_close(sock)
     except OSError:
         return False
-    return statuses(data) == [200] and data.endswith(b"\r\n\r\nhello") and closed
+    return statuses(data) == [200] and data.endswith(b"\r\n\r\n" + body) and closed
 
 
 def address(sock: socket.socket) -> str:
@@ -156,7 +156,8 @@ needs_slowhttptest = pytest.mark.skipif(
 )
 
 
-def attack(server, *args: str, seconds: int = 8) -> tuple[list[bool], str]:
+def attack(server, *args: str, seconds: int = 8, body: bytes = b"hello"
+           ) -> tuple[list[bool], str]:
     """Run slowhttptest for ``seconds`` while probing with normal requests; the probes."""
     cmd = [SLOWHTTPTEST, *args, "-l", str(seconds), "-p", "3"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -164,7 +165,7 @@ def attack(server, *args: str, seconds: int = 8) -> tuple[list[bool], str]:
     try:
         deadline = time.monotonic() + seconds + 60
         while proc.poll() is None and time.monotonic() < deadline:
-            probes.append(served(server))
+            probes.append(served(server, body))
             time.sleep(0.25)  # probe pacing, not a wait for a result
     finally:
         if proc.poll() is None:
@@ -195,3 +196,21 @@ def test_slowhttptest_slow_read(serve):
     assert probes and all(probes), f"normal requests failed during the attack: {probes}\n{output}"
     assert "timed out reading the response" in server.output, output
     assert served(server)
+
+
+WSGI_APP = "tests.apps.wsgi_apps:app"
+WSGI_HELLO = b"Hello, WSGI!"
+
+
+@needs_slowhttptest
+def test_slowhttptest_slow_body_against_a_wsgi_worker(serve):
+    """R-U-Dead-Yet against 2 threads, with the default 30 s body timeout (longer than
+    the attack): 100 trickled bodies are buffered on the loop, never on a thread, so
+    every probe is served (tests/e2e/test_wsgi_body.py shows the same with raw sockets,
+    and that the old code failed it)."""
+    server = serve(WSGI_APP, "--threads", "2")
+    probes, output = attack(server, "-B", "-u", f"http://127.0.0.1:{server.port}/echo",
+                            "-c", "100", "-r", "50", "-i", "4", "-s", "8192", "-x", "10",
+                            body=WSGI_HELLO)
+    assert probes and all(probes), f"normal requests failed during the attack: {probes}\n{output}"
+    assert served(server, WSGI_HELLO)

@@ -579,6 +579,7 @@ class H1Connection(WriteFlow, asyncio.Protocol):
             raise _Reject(505, "HTTP Version Not Supported")
         if version == "1.1" and host_count != 1:
             raise _Reject(400, "Missing Host header" if not host_count else "Multiple Host headers")
+        body_length: int | None = 0  # the stream contract: 0 none, N bytes, None chunked
         if transfer_codings is not None:
             codings = [c.strip() for c in transfer_codings.split(b",") if c.strip()]
             if not codings or codings[-1] != b"chunked" or codings.count(b"chunked") > 1:
@@ -586,15 +587,12 @@ class H1Connection(WriteFlow, asyncio.Protocol):
                 raise _Reject(400, "Invalid Transfer-Encoding")
             if len(codings) > 1:
                 raise _Reject(501, "Unsupported Transfer-Encoding")
-        limit = self.config.limit_request_body
-        if limit and content_length is not None and content_length > limit:
-            raise _Reject(413, "Request body too large")
-        if transfer_codings is not None:
             body_length = None
         elif content_length is not None:
+            limit = self.config.limit_request_body
+            if limit and content_length > limit:
+                raise _Reject(413, "Request body too large")
             body_length = content_length
-        else:
-            body_length = 0
         stream = H1Stream(self, method, version, target, headers,
                           parser.should_keep_alive(), expect_continue and version == "1.1",
                           body_length)
