@@ -368,6 +368,14 @@ def big_list(environ, start_response):
     return [bytes([65 + i % 26]) * (1024 * 1024) for i in range(count)]
 
 
+def big_generator(environ, start_response):
+    """A generator response of ?mb= MiB (default 8) in 64 KiB chunks, no Content-Length."""
+    count = int(_query(environ).get("mb", "8")) * 16
+    start_response("200 OK", [("Content-Type", "application/octet-stream")])
+    for i in range(count):
+        yield bytes([65 + i % 26]) * (64 * 1024)
+
+
 BAD = {
     "/boom": boom,
     "/boom-after": boom_after,
@@ -386,6 +394,7 @@ BAD = {
     "/upload-started": upload_started,
     "/started": started,
     "/big-list": big_list,
+    "/big-gen": big_generator,
 }
 
 

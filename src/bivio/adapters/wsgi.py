@@ -29,10 +29,15 @@ How a request flows, and why it is shaped this way:
   every queued item in one go. A response that is a list of bytes costs exactly
   one hop back to the loop; a generator costs one hop per chunk only when the
   loop keeps up, because chunks produced while the loop is busy travel together.
-- Backpressure both ways: the thread blocks once ``HIGH_WATER`` response bytes are
-  queued and resumes at ``LOW_WATER``; in stream mode ``wsgi.input`` holds at most
-  one chunk beyond what the app asked for, and the protocol pauses the socket
-  while the stream's own buffer is full.
+- Backpressure both ways: the thread waits once ``HIGH_WATER`` response bytes are
+  queued and resumes at ``LOW_WATER``. A client that does not read that far within
+  ``SPOOL_AFTER`` does not hold the thread: the thread writes the rest of the body
+  to a per-response temporary file (``--wsgi-response-buffer`` bytes at most, then
+  it blocks as before) and finishes; its slot is released when it is done, while
+  the loop sends the spool (``os.pread``, in order) as the client reads. Small
+  responses and clients that keep up never touch a file. In stream mode
+  ``wsgi.input`` holds at most one chunk beyond what the app asked for, and the
+  protocol pauses the socket while the stream's own buffer is full.
 - Bounded copies: no more than ``JOIN_MAX`` response bytes are ever joined into
   one new ``bytes``. A large list response goes out item by item (the app's own
   objects, no second copy of the body); a small one is joined and costs one hop.
@@ -69,11 +74,14 @@ LOW_WATER = 64 * 1024
 SPOOL_MEMORY = 1024 * 1024  # request body kept in memory before spilling to a temporary file
 SPILL_WRITE = 256 * 1024  # bytes gathered before each write to that file (few, large writes)
 JOIN_MAX = 64 * 1024  # most response bytes joined into one new bytes object
+RESPONSE_BUFFER = 64 * 1024 * 1024  # --wsgi-response-buffer default: a response's spool cap
+SPOOL_AFTER = 0.05  # seconds the thread waits for a client to read before it spools
+SPOOL_READ = 64 * 1024  # bytes the loop reads from a response spool per send
 
 # Items an app thread posts to the loop (first element of each tuple). ``_LAST`` follows
 # the last ``_DATA`` of a body the thread knows is complete (a list response), in the
 # same post, so the stream learns the body ended with it without waiting for ``_END``.
-_START, _DATA, _FILE, _READ, _END, _FAIL, _LAST = range(7)
+_START, _DATA, _FILE, _READ, _END, _FAIL, _LAST, _SPOOL = range(8)
 
 HOP_BY_HOP = frozenset({
     "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
@@ -108,12 +116,26 @@ class _Exchange:
     runs :meth:`pump`. Only ``items``/``pending``/``waiter``/``result`` are shared,
     always under ``lock``; a thread that must wait uses a condition created on
     first need (most requests never wait).
+
+    The response spool (``spool_cap`` > 0, ``--wsgi-response-buffer``): when
+    ``HIGH_WATER`` bytes are queued and the client has not read them down to
+    ``LOW_WATER`` within ``SPOOL_AFTER``, the thread stops waiting and writes
+    the rest of the body into an anonymous temporary file, itself, up to
+    ``spool_cap`` bytes (then it blocks as before), posting ``_SPOOL`` ranges
+    that the loop reads back with ``os.pread`` and sends as the client reads.
+    The thread thus finishes (and ``close()`` runs) when the app is done
+    producing; ``on_done`` (the handler's slot release) is then called on the
+    loop at once, not when the pump ends. The file is closed by whichever side
+    finishes last (``thread_done``/``pump_done``, under ``lock``), so it is never
+    closed under the thread's writes.
     """
 
     __slots__ = ("loop", "stream", "lock", "cond", "items", "pending", "waiter", "gone",
-                 "result", "has_result", "thread_waiting")
+                 "result", "has_result", "thread_waiting", "spool", "spool_cap", "spooled",
+                 "spooling", "thread_done", "pump_done", "on_done", "released")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, stream: Stream) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, stream: Stream, spool_cap: int = 0,
+                 on_done: Callable[[], None] | None = None) -> None:
         self.loop = loop
         self.stream = stream
         self.lock = threading.Lock()
@@ -125,6 +147,14 @@ class _Exchange:
         self.result: Any = None
         self.has_result = False
         self.thread_waiting = False
+        self.spool: Any = None  # the response spool file, created by the thread on first need
+        self.spool_cap = spool_cap  # thread only: spool bytes allowed (0: never spool)
+        self.spooled = 0  # thread only: bytes written to the spool
+        self.spooling = False  # thread only: the client stopped reading, data goes to the spool
+        self.thread_done = False
+        self.pump_done = False
+        self.on_done = on_done  # loop side: called once, when the thread is done or the pump
+        self.released = False
 
     # -- thread side -----------------------------------------------------------------
 
@@ -141,15 +171,92 @@ class _Exchange:
         if fut is not None:
             self._wake_loop(fut)
         if full:
+            if self.spooled < self.spool_cap:
+                # A client that reads drains the queue at once: no file. One that does
+                # not makes the thread spool the rest instead of waiting for it.
+                if not self._wait(lambda: self.pending <= LOW_WATER, SPOOL_AFTER):
+                    self.spooling = True
+                return
             self._wait(lambda: self.pending <= LOW_WATER)
 
-    def finish(self, *items: tuple[Any, ...]) -> None:
-        """Post the last items (``_FAIL``, ``_END``), even after the client left; never raises."""
+    def post_data(self, data: bytes, last: bool = False) -> None:
+        """Queue response bytes: in memory, or in the spool once the client stopped reading.
+
+        ``last``: the body is complete with these bytes (``_LAST`` goes with them).
+        """
+        if self.spooling and self._spool(data, last):
+            return
+        if last:
+            self.post((_DATA, data), (_LAST,), size=len(data))
+        else:
+            self.post((_DATA, data), size=len(data))
+
+    def _spool(self, data: bytes, last: bool) -> bool:
+        """Write ``data`` to the spool and post its range; False: over the cap (or no file)."""
+        size = len(data)
+        offset = self.spooled
+        if offset + size > self.spool_cap:
+            self.spooling = False  # the cap: from here on the thread waits for the client
+            self.spool_cap = 0
+            return False
+        spool = self.spool
+        try:
+            if spool is None:
+                spool = tempfile.TemporaryFile(prefix="bivio-response-",  # noqa: SIM115
+                                               buffering=0)
+                with self.lock:
+                    self.spool = spool  # closed by finish() or pump(), whichever is last
+            fd = spool.fileno()
+            view = memoryview(data)
+            done = 0
+            while done < size:
+                done += os.pwrite(fd, view[done:], offset + done)
+        except OSError as exc:  # disk full, no $TMPDIR: wait for the client instead
+            logger.error("WSGI response could not be spooled: %s", exc)
+            self.spooling = False
+            self.spool_cap = 0
+            return False
+        self.spooled = offset + size
         with self.lock:
-            self.items.extend(items)
+            if self.gone or self.stream.disconnected:
+                self.gone = True
+                raise ClientDisconnected("client disconnected")
+            self.items.append((_SPOOL, offset, size))
+            if last:
+                self.items.append((_LAST,))
             fut, self.waiter = self.waiter, None
         if fut is not None:
             self._wake_loop(fut)
+        return True
+
+    def finish(self, *items: tuple[Any, ...], final: bool = False) -> None:
+        """Post the last items (``_FAIL``, ``_END``), even after the client left; never raises.
+
+        ``final``: the thread is done with this exchange (it posts ``_END``). With a
+        spool the loop may still be sending, so the slot is released now (one more
+        hop to the loop, only then) and the file is closed if the pump ended first.
+        """
+        spool = None
+        release = False
+        with self.lock:
+            self.items.extend(items)
+            fut, self.waiter = self.waiter, None
+            if final:
+                self.thread_done = True
+                if self.spool is not None:
+                    if self.pump_done:
+                        spool, self.spool = self.spool, None
+                    elif fut is None:
+                        release = True  # the pump is busy (sending the spool): free the slot
+        if fut is not None:
+            self._wake_loop(fut)
+        elif release:
+            try:
+                self.loop.call_soon_threadsafe(self.release)
+            except RuntimeError:  # the loop is closed: nothing left to release
+                pass
+        if spool is not None:
+            spool.close()
 
     def _wake_loop(self, fut: asyncio.Future[None]) -> None:
         """Wake the loop side; a loop already closed (forced shutdown) has no one to wake."""
@@ -159,18 +266,23 @@ class _Exchange:
             with self.lock:
                 self.gone = True
 
-    def _wait(self, ready: Callable[[], bool]) -> None:
+    def _wait(self, ready: Callable[[], bool], timeout: float | None = None) -> bool:
+        """Wait until ``ready()`` (at most ``timeout`` seconds); whether it is."""
         with self.lock:
             if self.cond is None:
                 self.cond = threading.Condition(self.lock)
             self.thread_waiting = True
             try:
-                while not ready() and not self.gone:
-                    self.cond.wait()
+                if timeout is None:
+                    while not ready() and not self.gone:
+                        self.cond.wait()
+                else:
+                    self.cond.wait_for(lambda: ready() or self.gone, timeout)
             finally:
                 self.thread_waiting = False
             if self.gone and not self.has_result:
                 raise ClientDisconnected("client disconnected")
+            return ready()
 
     def call(self, item: tuple[Any, ...]) -> Any:
         """Post ``item`` and wait for the loop's answer (a body chunk, a file sent)."""
@@ -183,6 +295,34 @@ class _Exchange:
         return result
 
     # -- loop side ---------------------------------------------------------------------
+
+    def release(self) -> None:
+        """Call ``on_done`` once: when the thread finished, or at the latest when the pump did."""
+        if not self.released:
+            self.released = True
+            if self.on_done is not None:
+                self.on_done()
+
+    def end_pump(self) -> None:
+        spool = None
+        with self.lock:
+            self.pump_done = True
+            if self.thread_done and self.spool is not None:
+                spool, self.spool = self.spool, None
+        if spool is not None:
+            spool.close()
+
+    async def _send_spool(self, offset: int, size: int, last: bool) -> None:
+        """Send a spooled range, ``SPOOL_READ`` bytes at a time, as the client reads."""
+        fd = self.spool.fileno()
+        end = offset + size
+        send = self.stream.send_body
+        while offset < end:
+            chunk = os.pread(fd, min(SPOOL_READ, end - offset), offset)
+            if not chunk:
+                raise OSError("the response spool is shorter than what was written to it")
+            offset += len(chunk)
+            await send(chunk, not last or offset < end)
 
     def _answer(self, result: Any) -> None:
         with self.lock:
@@ -216,7 +356,10 @@ class _Exchange:
                 self.cond.notify_all()
 
     async def pump(self) -> None:
-        """Carry out what the thread posts until it posts ``_END``."""
+        """Carry out what the thread posts until it posts ``_END``.
+
+        The caller then calls :meth:`end_pump` (closes a spool the thread is done with).
+        """
         stream = self.stream
         lock = self.lock
         while True:
@@ -262,6 +405,21 @@ class _Exchange:
                             stream.abort()
                             self._abandon()
                     self._sent(len(data))
+                elif tag == _SPOOL:
+                    offset, size = item[1], item[2]
+                    while i < count and items[i][0] == _SPOOL:  # contiguous: one range
+                        size += items[i][2]
+                        i += 1
+                    last = i < count and (items[i][0] == _END or items[i][0] == _LAST)
+                    if not self.gone:
+                        try:
+                            await self._send_spool(offset, size, last)
+                        except ClientDisconnected:
+                            self._abandon()
+                        except Exception as exc:
+                            logger.error("WSGI response could not be sent: %s", exc)
+                            stream.abort()
+                            self._abandon()
                 elif tag == _START:
                     if not self.gone:
                         if item[3]:  # the app said Connection: close
@@ -583,6 +741,7 @@ class WSGIHandler:
         self.root_path = config.root_path
         self.size = config.threads or default_threads()
         self.buffer_bodies = config.wsgi_body != "stream"
+        self.response_buffer = config.wsgi_response_buffer
         self.pool = ThreadPool(self.size)
         self.free = self.size
         self.resume_at = max(1, self.size // 4)
@@ -666,8 +825,11 @@ class WSGIHandler:
                 if body is not None:
                     body.close()
                 raise
+        # The slot is released once: when the thread is done (a spooled response may
+        # still be going out), or at the latest when the pump ends.
+        exchange = _Exchange(asyncio.get_running_loop(), stream, self.response_buffer,
+                             self._release_slot)
         try:
-            exchange = _Exchange(asyncio.get_running_loop(), stream)
             call = _Call(self, stream, exchange, body, size)
             try:
                 self.pool.submit(call.run, self.size - self.free)
@@ -685,7 +847,8 @@ class WSGIHandler:
                 stream.abort()
                 raise
         finally:
-            self._release_slot()
+            exchange.end_pump()
+            exchange.release()
 
     def environ(self, stream: Stream) -> dict[str, Any]:
         """The PEP 3333 environ (``wsgi.input`` is set by the caller)."""
@@ -834,7 +997,7 @@ class _Call:
             data = bytes(data)
         if self.headers_sent:
             if data:
-                self.exchange.post((_DATA, data), size=len(data))
+                self.exchange.post_data(data)
             return
         if self.status is None:
             raise WSGIError("write() or a response body before start_response()")
@@ -868,7 +1031,7 @@ class _Call:
             if body is not None:
                 self.body = None
                 body.close()
-            exchange.finish((_END,))
+            exchange.finish((_END,), final=True)
 
     def _respond(self, env: dict[str, Any]) -> None:
         result = self.handler.app(env, self.start_response)
@@ -935,19 +1098,34 @@ class _Call:
                            (_LAST,), size=len(body))
 
     def _send_items(self, items: list[bytes] | tuple[bytes, ...], total: int) -> None:
-        """A large list: one post of every item, no copy; the length is said up front."""
-        posts: list[tuple[Any, ...]] = [
-            (_DATA, data if type(data) is bytes else bytes(data)) for data in items if data]
-        posts.append((_LAST,))
+        """A large list, no copy; the length is said up front.
+
+        The first ``HIGH_WATER`` bytes (at least one item) go in one post with the
+        head; the rest item by item, so that a client that stops reading gets the
+        rest spooled (:meth:`_Exchange.post_data`) rather than holding the thread.
+        """
+        datas = [data if type(data) is bytes else bytes(data) for data in items if data]
+        first = 1
+        size = len(datas[0])
+        while first < len(datas) and size + len(datas[first]) <= HIGH_WATER:
+            size += len(datas[first])
+            first += 1
+        posts: list[tuple[Any, ...]] = [(_DATA, data) for data in datas[:first]]
+        if first == len(datas):
+            posts.append((_LAST,))
         if self.headers_sent:
-            self.exchange.post(*posts, size=total)
-            return
-        self.headers_sent = True
-        headers = self.headers
-        if self.content_length is None and self.status not in (204, 304):
-            # What a joined body would have told the stream, said here (as for a file).
-            headers = [*headers, (b"content-length", b"%d" % total)]
-        self.exchange.post((_START, self.status, headers, self.close), *posts, size=total)
+            self.exchange.post(*posts, size=size)
+        else:
+            self.headers_sent = True
+            headers = self.headers
+            if self.content_length is None and self.status not in (204, 304):
+                # What a joined body would have told the stream, said here (as for a file).
+                headers = [*headers, (b"content-length", b"%d" % total)]
+            self.exchange.post((_START, self.status, headers, self.close), *posts, size=size)
+        last = len(datas) - 1
+        post_data = self.exchange.post_data
+        for index in range(first, len(datas)):
+            post_data(datas[index], index == last)
 
     def _send_file(self, fd: int, offset: int, size: int) -> None:
         count = size if self.content_length is None else self.content_length

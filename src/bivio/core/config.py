@@ -81,6 +81,11 @@ OPTIONS: tuple[Option, ...] = (
            "temporary file, before a thread runs the app) or stream (the app reads "
            "wsgi.input from the socket, holding its thread while the client sends).",
            choices=("buffer", "stream")),
+    Option("wsgi_response_buffer", "int", 64 * 1024 * 1024,
+           "WSGI responses: bytes of a response the app thread may write to a temporary "
+           "file when the client stops reading, so the thread is freed when the app is done "
+           "rather than when the client has read (0: the thread waits for the client).",
+           metavar="BYTES", minimum=0),
     Option("root_path", "str", "", "Mount point of the app (ASGI root_path); with a proxy prefix."),
     Option("proxy_headers", "bool", True,
            "Trust X-Forwarded-For / X-Forwarded-Proto from --forwarded-allow-ips."),
@@ -282,6 +287,7 @@ class Config:
     django: str | None = None
     threads: int | None = None
     wsgi_body: str = "buffer"
+    wsgi_response_buffer: int = 64 * 1024 * 1024
     root_path: str = ""
     proxy_headers: bool = True
     forwarded_allow_ips: str | None = None

@@ -1,0 +1,414 @@
+"""The WSGI response spool: a client that does not read holds no thread (issue 13, item 4).
+
+When a client stops reading a large response, the app thread writes the rest of
+it to a temporary file (``--wsgi-response-buffer`` bytes at most) and finishes;
+its ``close()`` runs and its slot goes back to the pool while the client has
+read nothing. The loop then sends the spool, in order, as the client reads.
+
+No sockets: a FakeStream whose ``send_body`` waits on an :class:`asyncio.Event`
+plays the client that does not read. Every step waits on an event; the
+timeouts are upper bounds against hangs, never what a test measures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from fakes import FakeStream
+
+from bivio.adapters import wsgi as wsgi_mod
+from bivio.adapters.wsgi import HIGH_WATER, WSGIHandler
+from bivio.core.config import Config
+
+LONG = 10.0  # only against hangs
+CHUNK = 64 * 1024
+MIB = 1024 * 1024
+
+
+class StalledStream(FakeStream):
+    """A client that reads nothing until the test lets it (:meth:`read`, :meth:`read_all`).
+
+    ``send_body`` waits (as the protocol's waits for the client to read) until
+    the client has room for more; once the client is gone it raises, as the
+    real stream does when ``--timeout-send`` drops it.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.allowed = 0  # bytes the client reads before it stops again
+        self.room = asyncio.Event()
+        self.entered = asyncio.Event()
+        self.progress = asyncio.Event()
+
+    def read(self, count: int) -> None:
+        self.allowed += count
+        self.room.set()
+
+    def read_all(self) -> None:
+        self.read(1 << 62)
+
+    def disconnect(self) -> None:
+        super().disconnect()
+        self.room.set()
+
+    async def send_body(self, data: bytes, more: bool) -> None:
+        self.entered.set()
+        while len(self.body) >= self.allowed and not self.disconnected:
+            self.room.clear()
+            await self.room.wait()
+        await super().send_body(data, more)
+        self.progress.set()
+
+    async def read_at_least(self, count: int) -> None:
+        while len(self.body) < count:
+            self.progress.clear()
+            await asyncio.wait_for(self.progress.wait(), LONG)
+
+
+def chunk(i: int) -> bytes:
+    """Chunk ``i``: its index then filler, so the order of the body can be checked."""
+    return i.to_bytes(4, "big") + bytes([i % 251]) * (CHUNK - 4)
+
+
+def expected(total: int) -> bytes:
+    return b"".join(chunk(i) for i in range(total // CHUNK))
+
+
+class BigApp:
+    """A generator response of ``total`` bytes in 64 KiB chunks; records how it ends."""
+
+    def __init__(self, total: int = 4 * MIB) -> None:
+        self.total = total
+        self.closed = threading.Event()
+        self.close_calls = 0
+        self.produced = 0
+        self.error: BaseException | None = None
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        start_response("200 OK", [("Content-Type", "application/octet-stream")])
+        return _Body(self)
+
+
+class _Body:
+    def __init__(self, app: BigApp) -> None:
+        self.app = app
+
+    def __iter__(self) -> Iterator[bytes]:
+        try:
+            for i in range(self.app.total // CHUNK):
+                yield chunk(i)
+                self.app.produced += CHUNK
+        except BaseException as exc:
+            self.app.error = exc
+            raise
+
+    def close(self) -> None:
+        self.app.close_calls += 1
+        self.app.closed.set()
+
+
+def list_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    start_response("200 OK", [("Content-Type", "application/octet-stream")])
+    return [chunk(i) for i in range(4 * MIB // CHUNK)]
+
+
+def hello(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"hello"]
+
+
+@pytest.fixture
+def spools(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Every temporary file the adapter creates."""
+    made: list[Any] = []
+    real = wsgi_mod.tempfile.TemporaryFile
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        f = real(*args, **kwargs)
+        made.append(f)
+        return f
+
+    monkeypatch.setattr(wsgi_mod.tempfile, "TemporaryFile", counting)
+    return made
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+async def until(event: threading.Event) -> None:
+    assert await asyncio.to_thread(event.wait, LONG), "the event was never set"
+
+
+def watch_slots(handler: WSGIHandler) -> asyncio.Event:
+    """An event set each time the handler releases a slot (on the loop)."""
+    released = asyncio.Event()
+    real = handler._release_slot
+
+    def release() -> None:
+        real()
+        released.set()
+
+    handler._release_slot = release  # type: ignore[method-assign]
+    return released
+
+
+def stop(handler: WSGIHandler) -> None:
+    threads = list(handler.pool.threads)
+    handler.shutdown()
+    for thread in threads:
+        thread.join(LONG)
+        assert not thread.is_alive()
+
+
+# -- the thread is freed while the client reads nothing --------------------------------------
+
+
+def test_the_app_finishes_and_frees_its_slot_while_the_client_reads_nothing(spools):
+    app = BigApp()
+    handler = WSGIHandler(app, Config(threads=1))
+
+    async def main() -> None:
+        released = watch_slots(handler)
+        stream = StalledStream()
+        call = asyncio.create_task(handler(stream))
+        await until(app.closed)  # the app produced everything and close() ran ...
+        await asyncio.wait_for(released.wait(), LONG)
+        assert handler.free == handler.size  # ... and its slot is back in the pool
+        assert app.produced == app.total and app.error is None
+        assert stream.body == b"" and not call.done()  # while the client has read nothing
+        assert len(spools) == 1
+        # The client reads: every byte, in order.
+        stream.read_all()
+        await asyncio.wait_for(call, LONG)
+        assert bytes(stream.body) == expected(app.total)
+        assert stream.response_complete and not stream.aborted
+        assert spools[0].closed
+        assert handler.free == handler.size and app.close_calls == 1
+
+    try:
+        asyncio.run(main())
+    finally:
+        stop(handler)
+
+
+def test_a_second_request_on_the_freed_thread_is_served(spools):
+    """With one thread, a request that comes while the slow reader's response is
+    still unread is answered (here by a different app on the same handler pool)."""
+    big = BigApp()
+
+    def app(environ: dict[str, Any], start_response: Any) -> Any:
+        if environ["PATH_INFO"] == "/big":
+            return big(environ, start_response)
+        return hello(environ, start_response)
+
+    handler = WSGIHandler(app, Config(threads=1))
+
+    async def main() -> None:
+        slow = StalledStream(path=b"/big")
+        call = asyncio.create_task(handler(slow))
+        await until(big.closed)
+        other = FakeStream(path=b"/")
+        await asyncio.wait_for(handler(other), LONG)
+        assert other.status == 200 and bytes(other.body) == b"hello"
+        assert slow.body == b"" and not call.done()
+        slow.read_all()
+        await asyncio.wait_for(call, LONG)
+        assert bytes(slow.body) == expected(big.total)
+
+    try:
+        asyncio.run(main())
+    finally:
+        stop(handler)
+
+
+def test_a_large_list_response_is_spooled_too(spools):
+    handler = WSGIHandler(list_app, Config(threads=1))
+
+    async def main() -> None:
+        released = watch_slots(handler)
+        stream = StalledStream()
+        call = asyncio.create_task(handler(stream))
+        await asyncio.wait_for(released.wait(), LONG)
+        assert handler.free == handler.size and stream.body == b"" and not call.done()
+        assert len(spools) == 1
+        stream.read_all()
+        await asyncio.wait_for(call, LONG)
+        assert bytes(stream.body) == expected(4 * MIB)
+        assert stream.header(b"content-length") == b"%d" % (4 * MIB)
+        assert spools[0].closed
+
+    try:
+        asyncio.run(main())
+    finally:
+        stop(handler)
+
+
+# -- a client that leaves --------------------------------------------------------------------
+
+
+def test_a_client_that_leaves_mid_spool_closes_the_file(spools):
+    app = BigApp()
+    handler = WSGIHandler(app, Config(threads=1))
+
+    async def main() -> None:
+        before = open_fds()
+        stream = StalledStream()
+        call = asyncio.create_task(handler(stream))
+        await until(app.closed)
+        assert open_fds() == before + 1  # the spool
+        # A part goes out, then the client is dropped (as --timeout-send drops it).
+        stream.read(HIGH_WATER + CHUNK)
+        await stream.read_at_least(HIGH_WATER + CHUNK)
+        stream.disconnect()
+        await asyncio.wait_for(call, LONG)
+        assert 0 < len(stream.body) < app.total
+        assert bytes(stream.body) == expected(app.total)[:len(stream.body)]
+        assert spools[0].closed and open_fds() == before
+        # The app was done before the client left: it finished normally, closed once.
+        assert app.error is None and app.close_calls == 1 and app.produced == app.total
+        assert handler.free == handler.size
+
+    try:
+        asyncio.run(main())
+    finally:
+        stop(handler)
+
+
+def test_a_client_that_leaves_while_the_app_still_spools_stops_the_app(spools):
+    """The app is still producing when the client goes: its next yield raises the
+    disconnect (as without a spool), close() runs, and the file is closed."""
+    go_on = threading.Event()
+    spooling = threading.Event()
+    closed = threading.Event()
+    seen: list[BaseException] = []
+
+    class Body:
+        def __iter__(self) -> Iterator[bytes]:
+            try:
+                for i in range(64):
+                    if i == 32:
+                        spooling.set()
+                        go_on.wait(LONG)
+                    yield chunk(i)
+            except BaseException as exc:
+                seen.append(exc)
+                raise
+
+        def close(self) -> None:
+            closed.set()
+
+    def app(environ: dict[str, Any], start_response: Any) -> Any:
+        start_response("200 OK", [])
+        return Body()
+
+    handler = WSGIHandler(app, Config(threads=1))
+
+    async def main() -> None:
+        released = watch_slots(handler)
+        before = open_fds()
+        stream = StalledStream()
+        call = asyncio.create_task(handler(stream))
+        await until(spooling)  # 2 MiB produced, most of it in the spool
+        assert len(spools) == 1
+        stream.disconnect()
+        stream.read_all()
+        go_on.set()
+        await asyncio.wait_for(call, LONG)
+        await until(closed)
+        await asyncio.wait_for(released.wait(), LONG)
+        assert handler.free == handler.size
+        assert spools[0].closed and open_fds() == before
+        assert seen and isinstance(seen[0], GeneratorExit | OSError)
+
+    try:
+        asyncio.run(main())
+    finally:
+        stop(handler)
+
+
+# -- the cap, and the fast path ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cap", [0, MIB], ids=["off", "1MiB"])
+def test_beyond_the_cap_the_thread_waits_for_the_client(spools, monkeypatch, cap):
+    app = BigApp()
+    handler = WSGIHandler(app, Config(threads=1, wsgi_response_buffer=cap))
+    blocked = threading.Event()
+    real_wait = wsgi_mod._Exchange._wait
+
+    def wait(self: Any, ready: Callable[[], bool], timeout: float | None = None) -> bool:
+        if timeout is None:
+            blocked.set()  # the thread waits for the client, without a deadline
+        return real_wait(self, ready, timeout)
+
+    monkeypatch.setattr(wsgi_mod._Exchange, "_wait", wait)
+
+    async def main() -> None:
+        stream = StalledStream()
+        call = asyncio.create_task(handler(stream))
+        await until(blocked)
+        assert not app.closed.is_set() and handler.free == 0
+        # In memory: at most HIGH_WATER and a chunk; in the spool: at most the cap.
+        assert app.produced <= HIGH_WATER + CHUNK + cap
+        assert len(spools) == (1 if cap else 0)
+        stream.read_all()
+        await asyncio.wait_for(call, LONG)
+        assert app.closed.is_set() and app.error is None
+        assert bytes(stream.body) == expected(app.total)
+        assert all(f.closed for f in spools)
+
+    try:
+        asyncio.run(main())
+    finally:
+        stop(handler)
+
+
+@pytest.mark.parametrize("size", [5, 200 * 1024, HIGH_WATER])
+def test_a_small_response_never_makes_a_file(spools, size):
+    """Even for a client that reads nothing: up to HIGH_WATER stays in memory."""
+
+    def app(environ: dict[str, Any], start_response: Any) -> Iterator[bytes]:
+        start_response("200 OK", [])
+        for i in range(0, size, 1000):
+            yield b"x" * min(1000, size - i)
+
+    handler = WSGIHandler(app, Config(threads=1))
+
+    async def main() -> None:
+        released = watch_slots(handler)
+        stream = StalledStream()
+        call = asyncio.create_task(handler(stream))
+        await asyncio.wait_for(stream.entered.wait(), LONG)
+        stream.read_all()
+        await asyncio.wait_for(call, LONG)
+        assert released.is_set()
+        assert bytes(stream.body) == b"x" * size
+
+    try:
+        asyncio.run(main())
+    finally:
+        stop(handler)
+    assert spools == []
+
+
+def test_a_client_that_reads_gets_no_file(spools):
+    handler = WSGIHandler(hello, Config(threads=1))
+    stream = FakeStream()
+    try:
+        asyncio.run(asyncio.wait_for(handler(stream), LONG))
+    finally:
+        stop(handler)
+    assert bytes(stream.body) == b"hello" and spools == []
+
+
+def test_the_flag_reaches_the_handler():
+    assert WSGIHandler(hello, Config(threads=1)).response_buffer == 64 * MIB
+    assert Config.from_options({"wsgi_response_buffer": 0}, env={}).wsgi_response_buffer == 0
+    env = {"BIVIO_WSGI_RESPONSE_BUFFER": "1024"}
+    assert Config.from_options({}, env=env).wsgi_response_buffer == 1024
