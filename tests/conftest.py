@@ -9,6 +9,7 @@ Every process is stopped with SIGTERM at teardown (SIGKILL if it hangs).
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import re
 import signal
@@ -226,3 +227,46 @@ def established_connections(port: int) -> int:
     """How many TCP connections to local ``port`` are established (server side)."""
     suffix = f":{port:04X}"
     return sum(1 for row in _tcp_rows() if row[1].endswith(suffix) and row[3] == "01")
+
+
+# -- shared by tests that read raw responses (e2e) and that check the server log (unit) -------
+
+STATUS = re.compile(rb"HTTP/1\.[01] (\d{3}) ")
+RAW_TIMEOUT = 10.0  # upper bound for anything the server should do "now"
+
+
+def read_until_close(sock: socket.socket, timeout: float = RAW_TIMEOUT) -> tuple[bytes, bool]:
+    """Read until the server closes; return the bytes and whether it did close."""
+    deadline = time.monotonic() + timeout
+    chunks = []
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return b"".join(chunks), False
+        sock.settimeout(remaining)
+        try:
+            chunk = sock.recv(65536)
+        except TimeoutError:
+            return b"".join(chunks), False
+        except ConnectionResetError:
+            return b"".join(chunks), True
+        if not chunk:
+            return b"".join(chunks), True
+        chunks.append(chunk)
+
+
+def statuses(data: bytes) -> list[int]:
+    """The status codes of the HTTP/1.x responses in ``data``, in order."""
+    return [int(s) for s in STATUS.findall(data)]
+
+
+@pytest.fixture
+def errors(caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch):
+    """Records of the "bivio.error" logger (propagating even if setup_logging ran)."""
+    monkeypatch.setattr(logging.getLogger("bivio.error"), "propagate", True)
+    caplog.set_level(logging.ERROR, logger="bivio.error")
+
+    def records() -> list[logging.LogRecord]:
+        return [r for r in caplog.records if r.name == "bivio.error"]
+
+    return records

@@ -4,27 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import logging
 from typing import Any
 
 import pytest
 from fakes import FakeStream
 
 from bivio.adapters.asgi import ASGIHandler
-from bivio.core.logs import logger as error_logger
 from bivio.core.stream import ClientDisconnected
-
-
-@pytest.fixture
-def errors(caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> Any:
-    """Records of the "bivio.error" logger (propagating even if setup_logging ran)."""
-    monkeypatch.setattr(error_logger, "propagate", True)
-    caplog.set_level(logging.ERROR, logger="bivio.error")
-
-    def records() -> list[logging.LogRecord]:
-        return [r for r in caplog.records if r.name == "bivio.error"]
-
-    return records
 
 
 def run(handler: ASGIHandler, stream: FakeStream) -> None:

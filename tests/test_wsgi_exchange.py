@@ -9,7 +9,6 @@ are upper bounds against hangs, never what a test measures.
 from __future__ import annotations
 
 import asyncio
-import logging
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -31,25 +30,12 @@ from bivio.adapters.wsgi import (
     _Exchange,
 )
 from bivio.core.config import Config
-from bivio.core.logs import logger as error_logger
 from bivio.core.stream import ClientDisconnected, Headers
 
 LONG = 10.0  # only against hangs
 
 
 # -- helpers --------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def errors(caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> Any:
-    """Records of the "bivio.error" logger (propagating even if setup_logging ran)."""
-    monkeypatch.setattr(error_logger, "propagate", True)
-    caplog.set_level(logging.ERROR, logger="bivio.error")
-
-    def records() -> list[logging.LogRecord]:
-        return [r for r in caplog.records if r.name == "bivio.error"]
-
-    return records
 
 
 class RecordingStream(FakeStream):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import json
-import re
 import select
 import shutil
 import socket
@@ -17,11 +16,10 @@ import subprocess
 import time
 
 import pytest
-from conftest import established_connections, server_has_read
+from conftest import established_connections, read_until_close, server_has_read, statuses
 
 APP = "tests.apps.basic:app"
 TIMEOUT = 10.0  # upper bound for anything the server should do "now"
-STATUS = re.compile(rb"HTTP/1\.[01] (\d{3}) ")
 
 
 # -- helpers -------------------------------------------------------------------------------
@@ -29,30 +27,6 @@ STATUS = re.compile(rb"HTTP/1\.[01] (\d{3}) ")
 
 def connect(server) -> socket.socket:
     return socket.create_connection(("127.0.0.1", server.port), timeout=TIMEOUT)
-
-
-def read_until_close(sock: socket.socket, timeout: float = TIMEOUT) -> tuple[bytes, bool]:
-    """Read until the server closes; return the bytes and whether it did close."""
-    deadline = time.monotonic() + timeout
-    chunks = []
-    while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return b"".join(chunks), False
-        sock.settimeout(remaining)
-        try:
-            chunk = sock.recv(65536)
-        except TimeoutError:
-            return b"".join(chunks), False
-        except ConnectionResetError:
-            return b"".join(chunks), True
-        if not chunk:
-            return b"".join(chunks), True
-        chunks.append(chunk)
-
-
-def statuses(data: bytes) -> list[int]:
-    return [int(s) for s in STATUS.findall(data)]
 
 
 def exchange(server, raw: bytes) -> tuple[list[int], bytes, bool]:

@@ -13,7 +13,6 @@ upper bound against hangs; no assertion is about speed.
 
 from __future__ import annotations
 
-import re
 import select
 import shutil
 import socket
@@ -21,11 +20,11 @@ import subprocess
 import time
 
 import pytest
+from conftest import read_until_close, statuses
 
 APP = "tests.apps.basic:app"
 TIMEOUT = 10.0  # upper bound for anything the server should do "now"
 LOG_BOUND = 30.0  # upper bound for a 1-2 s timeout to be logged, on a loaded machine
-STATUS = re.compile(rb"HTTP/1\.[01] (\d{3}) ")
 
 
 def connect(server, rcvbuf: int | None = None) -> socket.socket:
@@ -35,30 +34,6 @@ def connect(server, rcvbuf: int | None = None) -> socket.socket:
     sock.settimeout(TIMEOUT)
     sock.connect(("127.0.0.1", server.port))
     return sock
-
-
-def read_until_close(sock: socket.socket, timeout: float = TIMEOUT) -> tuple[bytes, bool]:
-    """Read until the server closes (EOF or reset); the bytes and whether it closed."""
-    deadline = time.monotonic() + timeout
-    chunks = []
-    while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return b"".join(chunks), False
-        sock.settimeout(remaining)
-        try:
-            chunk = sock.recv(1 << 20)
-        except TimeoutError:
-            return b"".join(chunks), False
-        except ConnectionResetError:
-            return b"".join(chunks), True
-        if not chunk:
-            return b"".join(chunks), True
-        chunks.append(chunk)
-
-
-def statuses(data: bytes) -> list[int]:
-    return [int(s) for s in STATUS.findall(data)]
 
 
 def served(server, body: bytes = b"hello") -> bool:
