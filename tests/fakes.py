@@ -200,7 +200,8 @@ class FakeStream:
                  body_length: int | None | str = "auto", http_version: str = "1.1",
                  scheme: str = "http", client: tuple[str, int] | None = ("127.0.0.1", 50000),
                  server: tuple[str, int] | None = ("127.0.0.1", 8000),
-                 upgrade: str | None = None, websocket: FakeWebSocket | None = None) -> None:
+                 upgrade: str | None = None, websocket: FakeWebSocket | None = None,
+                 tls: Any = None) -> None:
         self.method = method
         self.http_version = http_version
         self.scheme = scheme
@@ -209,6 +210,7 @@ class FakeStream:
         self.headers: Headers = list(headers or [])
         self.client = client
         self.server = server
+        self.tls = tls
         self.upgrade = upgrade
         self.interface = "-"
         self.response_started = False

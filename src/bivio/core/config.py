@@ -58,6 +58,30 @@ OPTIONS: tuple[Option, ...] = (
            minimum=0, maximum=65535),
     Option("uds", "str", None, "Bind to a UNIX domain socket at this path.", metavar="PATH"),
     Option("fd", "int", None, "Serve on an already bound socket: this file descriptor.", minimum=0),
+    Option("ssl_certfile", "str", None,
+           "Serve HTTPS: the server certificate (PEM; may hold the chain and the key).",
+           metavar="PATH"),
+    Option("ssl_keyfile", "str", None, "The certificate's private key (PEM).", metavar="PATH"),
+    Option("ssl_keyfile_password", "str", None, "Password of an encrypted --ssl-keyfile.",
+           metavar="PASSWORD"),
+    Option("ssl_ca_certs", "str", None,
+           "CA certificates (PEM) that client certificates are verified against.",
+           metavar="PATH"),
+    Option("ssl_cert_reqs", "choice", "none",
+           "Client certificates: none, optional or required (uvicorn's 0, 1, 2 work too).",
+           choices=("none", "optional", "required", "0", "1", "2")),
+    Option("ssl_ciphers", "str", None,
+           "OpenSSL cipher list for TLS 1.2 (TLS 1.3 suites are OpenSSL's). "
+           "Default: OpenSSL's secure default.", metavar="CIPHERS"),
+    Option("ssl_min_version", "choice", "1.2", "Oldest TLS version accepted.",
+           choices=("1.2", "1.3")),
+    Option("timeout_tls_handshake", "float", 10.0,
+           "Drop a client that has not finished its TLS handshake within this many seconds.",
+           minimum=0.1),
+    Option("http", "choice", "auto",
+           "HTTP versions: auto (HTTP/1.1 and HTTP/2: ALPN over TLS, prior knowledge or "
+           "Upgrade: h2c in cleartext), h1 (HTTP/1.1 only) or h2 (HTTP/2 only).",
+           choices=("auto", "h1", "h2")),
     Option("app_dir", "str", ".", "Put this directory first on sys.path before importing the app."),
     Option("factory", "bool", False, "Treat MODULE:ATTR as a factory that returns the app."),
     Option("interface", "choice", "auto",
@@ -122,6 +146,37 @@ OPTIONS: tuple[Option, ...] = (
            "Longest header field (name + value) in bytes; longer gets 431.", minimum=64),
     Option("limit_request_body", "int", 100 * 1024 * 1024,
            "Largest request body in bytes; larger gets 413 (0: no limit).", minimum=0),
+    Option("h2_max_concurrent_streams", "int", 100,
+           "HTTP/2: streams a client may have open at once (SETTINGS_MAX_CONCURRENT_STREAMS).",
+           minimum=1),
+    Option("h2_initial_window_size", "int", 1024 * 1024,
+           "HTTP/2: bytes of request body a stream may send before the app reads "
+           "(SETTINGS_INITIAL_WINDOW_SIZE); the connection's window is 4 times this.",
+           minimum=65535, maximum=2**31 - 1),
+    Option("h2_max_frame_size", "int", 16384,
+           "HTTP/2: largest frame payload the client may send (SETTINGS_MAX_FRAME_SIZE).",
+           minimum=16384, maximum=2**24 - 1),
+    Option("h2_max_header_list_size", "int", 65536,
+           "HTTP/2: largest decoded request header list in bytes (HPACK bombs); larger "
+           "closes the connection.", minimum=1024),
+    Option("h2_max_requests", "int", 10000,
+           "HTTP/2: streams one connection may open in its life; then GOAWAY and the client "
+           "reconnects.", minimum=1),
+    Option("h2_max_control_frames", "int", 1000,
+           "HTTP/2 flood limit: frames that carry no request (PING, SETTINGS, PRIORITY, "
+           "WINDOW_UPDATE, RST_STREAM, empty DATA, unknown) a connection may send beyond "
+           "what its requests and responses earn back; more gets GOAWAY ENHANCE_YOUR_CALM.",
+           minimum=10),
+    Option("h2_max_reset_streams", "int", 200,
+           "HTTP/2 rapid-reset limit: streams a client may reset before their response "
+           "completed, beyond the responses it let complete; more gets GOAWAY "
+           "ENHANCE_YOUR_CALM.", minimum=1),
+    Option("h2_ping_interval", "float", 20.0,
+           "HTTP/2: PING a connection that has streams in progress every this many seconds "
+           "(0: never); no answer within --h2-ping-timeout closes it.", minimum=0.0),
+    Option("h2_ping_timeout", "float", 20.0,
+           "HTTP/2: close a connection whose PING gets no answer within this many seconds.",
+           minimum=0.1),
     Option("lifespan", "choice", "auto", "ASGI lifespan protocol.", choices=("auto", "on", "off")),
     Option("loop", "choice", "auto", "Event loop.", choices=("auto", "asyncio", "uvloop")),
     Option("workers", "int", None,
@@ -271,6 +326,21 @@ def _check_hybrid(values: dict[str, Any]) -> None:
             raise ConfigError(str(exc)) from None
 
 
+_CERT_REQS = {"0": "none", "1": "optional", "2": "required"}
+
+
+def _check_tls(values: dict[str, Any]) -> None:
+    """The TLS options that make sense only together (the files are read at start-up)."""
+    if "ssl_cert_reqs" in values:
+        values["ssl_cert_reqs"] = _CERT_REQS.get(values["ssl_cert_reqs"], values["ssl_cert_reqs"])
+    if values.get("ssl_certfile") is None:
+        for name in ("ssl_keyfile", "ssl_keyfile_password", "ssl_ca_certs", "ssl_ciphers"):
+            if values.get(name) is not None:
+                raise ConfigError(f"--{name.replace('_', '-')}: needs --ssl-certfile")
+    if values.get("ssl_cert_reqs", "none") != "none" and values.get("ssl_ca_certs") is None:
+        raise ConfigError("--ssl-cert-reqs: needs --ssl-ca-certs to verify client certificates")
+
+
 @dataclass(frozen=True)
 class Config:
     """Validated, immutable server settings. Build with :meth:`from_options`."""
@@ -279,6 +349,15 @@ class Config:
     port: int = 8000
     uds: str | None = None
     fd: int | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    ssl_keyfile_password: str | None = None
+    ssl_ca_certs: str | None = None
+    ssl_cert_reqs: str = "none"
+    ssl_ciphers: str | None = None
+    ssl_min_version: str = "1.2"
+    timeout_tls_handshake: float = 10.0
+    http: str = "auto"
     app_dir: str = "."
     factory: bool = False
     interface: str = "auto"
@@ -304,6 +383,15 @@ class Config:
     limit_request_fields: int = 100
     limit_request_field_size: int = 8190
     limit_request_body: int = 100 * 1024 * 1024
+    h2_max_concurrent_streams: int = 100
+    h2_initial_window_size: int = 1024 * 1024
+    h2_max_frame_size: int = 16384
+    h2_max_header_list_size: int = 65536
+    h2_max_requests: int = 10000
+    h2_max_control_frames: int = 1000
+    h2_max_reset_streams: int = 200
+    h2_ping_interval: float = 20.0
+    h2_ping_timeout: float = 20.0
     lifespan: str = "auto"
     loop: str = "auto"
     workers: int | None = None
@@ -377,6 +465,7 @@ class Config:
                 raise ConfigError(str(exc)) from None
         if values.get("uds") is not None and values.get("fd") is not None:
             raise ConfigError("--uds and --fd: choose one")
+        _check_tls(values)
         return cls(**values)
 
     def needs_supervisor(self) -> bool:
@@ -386,6 +475,11 @@ class Config:
         single-process path.
         """
         return self.workers is not None or self.reload or self.limit_max_requests is not None
+
+    @property
+    def tls(self) -> bool:
+        """Whether the listener speaks TLS (``--ssl-certfile``)."""
+        return self.ssl_certfile is not None
 
     def is_trusted_proxy(self, host: str | None) -> bool:
         if not self.proxy_headers or host is None:

@@ -114,6 +114,9 @@ class ServerContext:
         # Called with a ResponseInfo after every response; empty means nobody
         # listens, and protocols then build no record at all (the hot path).
         self.response_hooks: list[ResponseHook] = []
+        # PEM of the certificate served over TLS (the ASGI tls extension's
+        # server_cert); set by the server when it loads the certificate.
+        self.tls_server_cert: str | None = None
         self.server_header = b"server: bivio\r\n" if config.server_header else b""
         self.extra_headers = b"".join(n + b": " + v + b"\r\n" for n, v in config.extra_headers)
         self.date_header = b""

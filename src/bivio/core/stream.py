@@ -19,6 +19,9 @@ Request head (read-only for handlers)
     (lower-case name, value) byte pairs, in order), ``client`` / ``server``
     ((host, port) or None).
 
+    ``tls``: a :class:`TLSInfo` when the connection is TLS, else ``None``
+    (one object per connection, shared by its streams).
+
     ``body_length``: what the protocol knows of the request body before it is
     read. ``0``: there is none; ``N``: exactly N bytes follow (Content-Length);
     ``None``: a body of unknown length, known only once it ends (HTTP/1.1
@@ -86,12 +89,27 @@ Upgrade to WebSocket
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from .headers import Headers
 
-__all__ = ["ByteChannel", "ClientDisconnected", "Headers", "Stream", "WebSocketClosed",
-           "WebSocketSession", "plain_response", "send_plain"]
+__all__ = ["ByteChannel", "ClientDisconnected", "Headers", "Stream", "TLSInfo",
+           "WebSocketClosed", "WebSocketSession", "plain_response", "send_plain"]
+
+
+@dataclass(frozen=True, slots=True)
+class TLSInfo:
+    """What a TLS connection negotiated, as the ASGI ``tls`` extension reports it.
+
+    Built once per connection by :func:`bivio.protocols.tls.connection_tls`.
+    """
+
+    version: int  # 0x0303 for TLS 1.2, 0x0304 for TLS 1.3
+    cipher_suite: int | None  # the IANA cipher suite number
+    client_cert_chain: tuple[str, ...]  # PEM, the client's own certificate first; () if none
+    server_cert: str | None  # PEM of the certificate bivio sent
+    alpn: str | None  # "h2", "http/1.1" or None
 
 
 class ClientDisconnected(OSError):
@@ -162,6 +180,7 @@ class Stream(Protocol):
     headers: Headers
     client: tuple[str, int] | None
     server: tuple[str, int] | None
+    tls: TLSInfo | None
     body_length: int | None
     upgrade: str | None
     interface: str

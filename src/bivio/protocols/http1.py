@@ -37,9 +37,10 @@ import httptools
 from ..core.context import ServerContext
 from ..core.headers import check_headers
 from ..core.logs import logger
-from ..core.stream import ClientDisconnected, Headers, plain_response
+from ..core.stream import ClientDisconnected, Headers, TLSInfo, plain_response
 from .flow import WriteFlow, peer_name
 from .proxy import apply_proxy_headers
+from .tls import connection_tls
 
 if TYPE_CHECKING:
     from .websocket import WebSocket
@@ -86,7 +87,7 @@ class H1Stream:
         "response_started", "response_complete", "disconnected", "body_complete",
         "_body", "_waiters", "_status", "_resp_headers", "_head_written", "_mode",
         "_length", "_trailers", "sent", "_started_at", "received", "upgrade", "body_length",
-        "interface",
+        "interface", "tls",
     )
 
     def __init__(self, conn: H1Connection, method: str, version: str, target: bytes,
@@ -100,6 +101,7 @@ class H1Stream:
         self.headers = headers
         self.client = conn.client
         self.server = conn.server
+        self.tls = conn.tls
         self.keep_alive = keep_alive
         self.expect_continue = expect_continue
         self.head_only = method == "HEAD"
@@ -410,6 +412,7 @@ class H1Connection(WriteFlow, asyncio.Protocol):
         self.client: tuple[str, int] | None = None
         self.server: tuple[str, int] | None = None
         self.scheme = "http"
+        self.tls: TLSInfo | None = None
         self.trusted_proxy = False
         self._init_write_flow(ctx.config.timeout_send)
         self._reading_paused = False
@@ -449,6 +452,9 @@ class H1Connection(WriteFlow, asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
         self.client = _address(transport.get_extra_info("peername"))
         self.server = _address(transport.get_extra_info("sockname"))
+        if self.config.tls:
+            self.tls = connection_tls(transport, self.ctx.tls_server_cert)
+            self.scheme = "https"
         self.trusted_proxy = self.config.is_trusted_proxy(
             self.client[0] if self.client else "unix:"
         )
