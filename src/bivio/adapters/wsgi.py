@@ -762,8 +762,13 @@ class WSGIHandler:
         }
 
     def bind(self, ctx: ServerContext) -> None:
-        """Give the handler the server context, for pausing intake while saturated."""
+        """Give the handler the server context, for pausing intake while saturated.
+
+        It also bounds what one multiplexed (HTTP/2) connection may run at once
+        to half the pool, so one client cannot take every thread.
+        """
         self.ctx = ctx
+        ctx.streams_per_connection = max(1, self.size // 2)
 
     def shutdown(self) -> None:
         self.pool.shutdown()

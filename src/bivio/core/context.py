@@ -119,8 +119,13 @@ class ServerContext:
         self.tls_server_cert: str | None = None
         self.server_header = b"server: bivio\r\n" if config.server_header else b""
         self.extra_headers = b"".join(n + b": " + v + b"\r\n" for n, v in config.extra_headers)
+        # A multiplexed connection (HTTP/2) runs at most this many handlers at
+        # once; set by a handler with a bounded pool (WSGI: half its threads) so
+        # one connection cannot take every thread. None: the protocol's own limit.
+        self.streams_per_connection: int | None = None
         self.date_header = b""
         self.default_headers = b""
+        self.default_header_pairs: list[tuple[bytes, bytes]] = []
         self._date_timer: asyncio.TimerHandle | None = None
         self.refresh_date()
 
@@ -129,6 +134,11 @@ class ServerContext:
         if self.config.date_header:
             self.date_header = b"date: " + email.utils.formatdate(usegmt=True).encode() + b"\r\n"
         self.default_headers = self.server_header + self.date_header + self.extra_headers
+        # The same headers as (name, value) pairs, for HTTP/2's header blocks.
+        self.default_header_pairs = [
+            (line.split(b": ", 1)[0], line.split(b": ", 1)[1])
+            for line in self.default_headers.split(b"\r\n") if line
+        ]
 
     def start_date_timer(self, loop: asyncio.AbstractEventLoop) -> None:
         self.refresh_date()

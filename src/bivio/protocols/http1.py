@@ -60,6 +60,7 @@ SEND_SLICE = 256 * 1024
 # long and this much, then close (the client's EOF closes at once).
 LINGER_SECONDS = 1.0
 LINGER_BYTES = 1024 * 1024
+_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"  # HTTP/2 prior knowledge (RFC 9113 3.4)
 
 
 def status_line(status: int) -> bytes:
@@ -431,6 +432,7 @@ class H1Connection(WriteFlow, asyncio.Protocol):
         self._deferred_error: tuple[int, str] | None = None
         self._upgrade_seen = False
         self._upgrade_tail = b""
+        self._h2c: tuple[bytes, str, bytes, Headers] | None = None  # an Upgrade: h2c request
         self._eof = False
         self._served = False  # no request yet: see awaiting_first_request
         self._intake_held = False  # reading paused by ctx.pause_intake() between requests
@@ -455,6 +457,9 @@ class H1Connection(WriteFlow, asyncio.Protocol):
         if self.config.tls:
             self.tls = connection_tls(transport, self.ctx.tls_server_cert)
             self.scheme = "https"
+            if self.tls is not None and self.tls.alpn == "h2":
+                self._to_h2(b"")  # ALPN chose HTTP/2
+                return
         self.trusted_proxy = self.config.is_trusted_proxy(
             self.client[0] if self.client else "unix:"
         )
@@ -495,6 +500,15 @@ class H1Connection(WriteFlow, asyncio.Protocol):
         except httptools.HttpParserUpgrade as exc:
             self._on_upgrade(data[exc.args[0]:] if exc.args else b"")
         except httptools.HttpParserError as exc:
+            if self.parser.get_method() == b"PRI":
+                head = b"".join(self._line_parts or ()) + data
+                if not (head.startswith(_PREFACE) or _PREFACE.startswith(head)):
+                    self._fail(400, "Bad Request: invalid HTTP/2 preface")
+                elif self._prior_knowledge():
+                    self._to_h2(head)
+                else:
+                    self._fail(505, "HTTP/2 is not served on this connection")
+                return
             reject = exc.__context__ if isinstance(exc.__context__, _Reject) else None
             if reject is not None:
                 self._fail(reject.status, reject.reason)
@@ -517,6 +531,27 @@ class H1Connection(WriteFlow, asyncio.Protocol):
             # A body is on its way and this read brought some of it (or its head):
             # progress. Once per read, not per chunk: restart the body clock.
             self._arm_body_timer()
+
+    def _prior_knowledge(self) -> bool:
+        """The connection opened with HTTP/2's ``PRI * HTTP/2.0`` preface (llhttp pauses there)."""
+        return not self._served and self._current is None and self.config.http != "h1"
+
+    def _to_h2(self, data: bytes, upgrade: Any = None) -> None:
+        """Hand the transport over to HTTP/2 (ALPN, prior knowledge, or h2c after the 101).
+
+        ``data``: what was read that belongs to HTTP/2; ``upgrade``: the h2c
+        request, which becomes stream 1 (see :meth:`H2Connection.take_over`).
+        """
+        from .http2 import H2Connection  # h2 costs 45 ms to import: only when used
+
+        self._closed = True  # this protocol is done; HTTP/2 owns the transport now
+        self._cancel_timer()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self.ctx.connections.discard(self)
+        conn = H2Connection.take_over(self.ctx, self.loop, self.transport, data, upgrade)
+        self._hand_over_write_flow(conn)
 
     async def drain(self) -> None:
         if self._closed:
@@ -604,9 +639,12 @@ class H1Connection(WriteFlow, asyncio.Protocol):
                           body_length)
         if target[:1] != b"/" and target != b"*":
             _absolute_form(stream, target)
-        if (upgrade is not None and self.config.ws != "none" and version == "1.1"
-                and b"websocket" in upgrade.lower() and parser.should_upgrade()):
-            stream.upgrade = "websocket"
+        if upgrade is not None and version == "1.1" and parser.should_upgrade():
+            kind = upgrade.lower()
+            if b"websocket" in kind and self.config.ws != "none":
+                stream.upgrade = "websocket"
+            elif b"h2c" in kind and self._h2c_allowed(stream):
+                return  # switched once the parser stops at the upgrade (_on_upgrade)
         if self.trusted_proxy:
             apply_proxy_headers(stream, self.config)
         self._parsing = stream
@@ -755,6 +793,28 @@ class H1Connection(WriteFlow, asyncio.Protocol):
         if self._reading_paused and not self._pending and len(stream._body) <= HIGH_WATER:
             self._resume_reading()
 
+    def _h2c_allowed(self, stream: H1Stream) -> bool:
+        """``Upgrade: h2c`` (RFC 7540 §3.2): take it for a bodiless first-in-line request.
+
+        A request with a body is answered over HTTP/1.1 (the upgrade is only
+        an offer). Otherwise the request is kept for HTTP/2's stream 1 and the
+        101 is written when the parser stops at the upgrade.
+        """
+        if (self.config.http == "h1" or self.config.tls or self._current is not None
+                or stream.body_length != 0):
+            return False
+        settings = None
+        for name, value in stream.headers:
+            if name == b"http2-settings":
+                settings = value
+        if settings is None:
+            return False
+        headers = [(n, v) for n, v in stream.headers
+                   if n not in (b"connection", b"upgrade", b"http2-settings", b"keep-alive")]
+        self._h2c = (settings, stream.method, stream.target, headers)
+        self._served = True
+        return True
+
     def _on_upgrade(self, tail: bytes) -> None:
         """An Upgrade request: the parser stops here; the handler decides what follows.
 
@@ -762,8 +822,10 @@ class H1Connection(WriteFlow, asyncio.Protocol):
         :meth:`_switch_to_websocket`, which gets ``tail``, the bytes after the
         head); any other answer is plain HTTP and the connection closes after it.
         """
-        if self.parser.get_method() == b"PRI":
-            self._fail(400, "HTTP/2 prior knowledge is not supported")
+        if self._h2c is not None:
+            self.transport.write(b"HTTP/1.1 101 Switching Protocols\r\n"
+                                 b"connection: Upgrade\r\nupgrade: h2c\r\n\r\n")
+            self._to_h2(tail, self._h2c)
             return
         self._upgrade_seen = True  # the parser cannot continue: close after the answer
         self._upgrade_tail = tail

@@ -152,6 +152,7 @@ class WebSocket(WriteFlow, asyncio.Protocol):
         target: str,
         headers: Headers,
         on_accept: Callable[[WebSocket, Headers], bytes],
+        handshake_headers: Headers | None = None,
     ) -> None:
         self.transport = channel
         self.loop = loop
@@ -164,7 +165,8 @@ class WebSocket(WriteFlow, asyncio.Protocol):
         self._proto = _ServerProtocol(extensions=extensions, max_size=config.ws_max_size)
         self._max_size = self._proto.max_decoded = config.ws_max_size
         self._request = Request(
-            target, WSHeaders([(n.decode("latin-1"), v.decode("latin-1")) for n, v in headers])
+            target, WSHeaders([(n.decode("latin-1"), v.decode("latin-1"))
+                               for n, v in (handshake_headers or headers)])
         )
         self.subprotocols: list[str] = []
         self.handshake_error: tuple[int, str] | None = None
