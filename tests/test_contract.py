@@ -17,8 +17,9 @@ from bivio.adapters.dispatch import Dispatcher
 from bivio.adapters.static import StaticFiles
 from bivio.adapters.wsgi import WSGIHandler
 from bivio.core.context import Connection, StreamHandler
-from bivio.core.stream import Stream, WebSocketSession
+from bivio.core.stream import ByteChannel, Stream, WebSocketSession
 from bivio.protocols.http1 import H1Connection, H1Stream
+from bivio.protocols.http2 import H2Connection, H2Stream, _StreamChannel
 from bivio.protocols.websocket import WebSocket
 
 
@@ -50,7 +51,10 @@ def test_the_contracts_are_not_empty():
 @pytest.mark.parametrize(("implementation", "protocol"), [
     (H1Stream, Stream),
     (FakeStream, Stream),
+    (H2Stream, Stream),
     (H1Connection, Connection),
+    (H2Connection, Connection),
+    (_StreamChannel, ByteChannel),
     (WebSocket, Connection),
     (WebSocket, WebSocketSession),
     (FakeWebSocket, WebSocketSession),

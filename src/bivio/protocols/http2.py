@@ -537,6 +537,7 @@ class H2Connection(WriteFlow, asyncio.Protocol):
         self._completed = 0
         self._early_resets = 0
         self._flood = 0
+        self._flush_pending = False
         self._goaway_last: int | None = None  # set once a graceful GOAWAY went out
         self._idle_since = self.loop.time()
         self._ping_sent_at = 0.0
@@ -616,7 +617,7 @@ class H2Connection(WriteFlow, asyncio.Protocol):
             events = self.h2.receive_data(data)
         except h2.exceptions.ProtocolError as exc:
             logger.debug("%s: HTTP/2 protocol error: %s", peer_name(self.transport), exc)
-            self.flush()  # h2 queued the GOAWAY with the fitting error code
+            self.flush_now()  # h2 queued the GOAWAY with the fitting error code
             self._close()
             return
         for event in events:
@@ -677,7 +678,19 @@ class H2Connection(WriteFlow, asyncio.Protocol):
                 _channel_of(stream)._check_paused()
 
     def flush(self) -> None:
-        """Write what h2 has framed since the last flush, in one write."""
+        """Write what h2 has framed, once per loop iteration.
+
+        Every response of a burst (a client with 100 streams in flight gets
+        100 answers in one iteration) goes out in one write instead of one
+        system call each; the write happens at the end of this iteration.
+        """
+        if not self._flush_pending and not self._closed:
+            self._flush_pending = True
+            self.loop.call_soon(self.flush_now)
+
+    def flush_now(self) -> None:
+        """Write what h2 has framed, now (before a raw frame, before closing)."""
+        self._flush_pending = False
         data = self.h2.data_to_send()
         if data and not self._closed:
             self.transport.write(data)
@@ -1104,7 +1117,7 @@ class H2Connection(WriteFlow, asyncio.Protocol):
         if self._goaway_last is not None or self._closed:
             return
         self._goaway_last = last
-        self.flush()  # what h2 framed before it goes first
+        self.flush_now()  # what h2 framed before it goes first
         frame = GoAwayFrame(0, last_stream_id=last, error_code=ErrorCodes.NO_ERROR)
         self.transport.write(frame.serialize())
 
@@ -1116,6 +1129,7 @@ class H2Connection(WriteFlow, asyncio.Protocol):
 
     def _close(self) -> None:
         if not self._closed:
+            self.flush_now()
             self._closed = True
             self.transport.close()
 
