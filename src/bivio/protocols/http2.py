@@ -171,7 +171,7 @@ class H2Stream:
         self._out_end = False  # END_STREAM follows the buffered data
         self._ended = False  # END_STREAM sent
         self._started_at = time.monotonic()
-        self._last_body = self._started_at  # body progress, for --timeout-request-body
+        self._last_body = conn.loop.time()  # body progress, for --timeout-request-body
         self._task: asyncio.Task[None] | None = None
         self._counted = False  # holds a place in the connection's running handlers
         self._websocket: WebSocket | None = None
@@ -522,11 +522,27 @@ class H2Connection(WriteFlow, asyncio.Protocol):
         # client has acknowledged our SETTINGS (an HPACK bomb ends in h2's
         # DenialOfServiceError: GOAWAY ENHANCE_YOUR_CALM).
         conn.decoder.max_header_list_size = cfg.h2_max_header_list_size
+        # h2 reads its inbound frame limit from the settings it was built with.
+        conn.max_inbound_frame_size = cfg.h2_max_frame_size
+        # Frames h2 handles without an event (DATA or WINDOW_UPDATE on a closed
+        # stream, which it may answer with RST_STREAM) are counted here and
+        # charged as control frames (a reset flood, CVE-2019-9514).
+        self._silent = 0
+        receive_frame = conn._receive_frame
+
+        def counting_receive_frame(frame: Any) -> Any:
+            events = receive_frame(frame)
+            if not events:
+                self._silent += 1
+            return events
+
+        conn._receive_frame = counting_receive_frame  # type: ignore[method-assign]
         self.streams: dict[int, H2Stream] = {}
         self._queued: deque[H2Stream] = deque()
         self._blocked: set[H2Stream] = set()  # streams with DATA waiting for a window
         self._channels: set[H2Stream] = set()  # streams carrying a WebSocket
         self._running = 0
+        self._starting = False
         cap = ctx.streams_per_connection
         self._cap = min(cfg.h2_max_concurrent_streams, cap) if cap else \
             cfg.h2_max_concurrent_streams
@@ -620,6 +636,9 @@ class H2Connection(WriteFlow, asyncio.Protocol):
             self.flush_now()  # h2 queued the GOAWAY with the fitting error code
             self._close()
             return
+        silent, self._silent = self._silent, 0
+        for _ in range(silent):
+            self._charge()
         for event in events:
             if self._closed:
                 return
@@ -789,22 +808,34 @@ class H2Connection(WriteFlow, asyncio.Protocol):
             self._queued.append(stream)
 
     def _start(self, stream: H2Stream) -> None:
-        self._running += 1
-        stream._counted = True
-        if self.ctx.over_capacity():
+        if self.ctx.over_capacity():  # --limit-concurrency: answered, never counted
             self._reply_error(stream, 503, "Service Unavailable")
             return
+        self._running += 1
+        stream._counted = True
         stream._task = self.ctx.start_handler(stream)
 
     def _start_queued(self) -> None:
-        queued = self._queued
-        while queued and self._running < self._cap and not self._intake_held:
-            stream = queued.popleft()
-            if not stream.disconnected:
-                self._start(stream)
+        if self._starting:
+            return  # re-entered from a stream answered at once: the outer loop goes on
+        self._starting = True
+        try:
+            queued = self._queued
+            while queued and self._running < self._cap and not self._intake_held \
+                    and not self._closed:
+                stream = queued.popleft()
+                if not stream.disconnected:
+                    self._start(stream)
+        finally:
+            self._starting = False
 
     def _reply_error(self, stream: H2Stream, status: int, reason: str) -> None:
-        """Answer a stream without the handler (a limit, 503): the one error shape."""
+        """Answer a stream without the handler (a limit, 503): the one error shape.
+
+        A handler already running for it keeps its place until it returns: the
+        server's answer must not let a client start more work than the cap.
+        """
+        self._hold_place_until_return(stream)
         headers, body = plain_response(reason)
         stream.response_started = True
         stream._status = status
@@ -943,6 +974,12 @@ class H2Connection(WriteFlow, asyncio.Protocol):
                 self.flush()
                 self._close()
 
+    def _hold_place_until_return(self, stream: H2Stream) -> None:
+        task = stream._task
+        if stream._counted and task is not None and not task.done():
+            stream._counted = False
+            task.add_done_callback(lambda _task: self._handler_gone())
+
     def _handler_gone(self) -> None:
         self._running -= 1
         if self._queued and not self._closed:
@@ -1028,6 +1065,10 @@ class H2Connection(WriteFlow, asyncio.Protocol):
             self.ctx.record(stream.client, stream.method, stream.target.decode("latin-1"),
                             "2", stream._status, stream.sent,
                             time.monotonic() - stream._started_at, PROTOCOL, stream.interface)
+        if self._queued and self.config.limit_concurrency is not None:
+            # The handler's task still counts against --limit-concurrency until it
+            # returns: starting the queued streams now would answer them 503.
+            self._hold_place_until_return(stream)
         if stream._counted:  # the handler's place is free (its last DATA may wait)
             stream._counted = False
             self._handler_gone()
