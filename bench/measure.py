@@ -9,7 +9,7 @@ import sys
 import time
 from dataclasses import dataclass
 
-from . import idle, machine, wrk
+from . import h2load, idle, machine, probe, wrk
 from .scenarios import Scenario
 from .servers import ROOT, Running
 
@@ -31,6 +31,7 @@ class Measurement:
     # Server CPU time per request (or message): the figure that stays meaningful
     # on a busy machine, where requests/s mostly measure the neighbours.
     cpu_us: float | None = None
+    detail: str | None = None  # what was negotiated (ALPN, TLS version and suite)
 
 
 def measure(server: Running, scenario: Scenario, seconds: float, warmup: float,
@@ -44,9 +45,16 @@ def measure(server: Running, scenario: Scenario, seconds: float, warmup: float,
     pid = server.proc.pid
     if scenario.kind == "idle":
         return _idle(server, scenario)
-    url = f"http://127.0.0.1:{server.port}{scenario.path}"
+    url = f"{'https' if scenario.tls else 'http'}://127.0.0.1:{server.port}{scenario.path}"
+    detail = probe.tls_version(server.port) if scenario.tls and scenario.kind == "wrk" else None
+    data = None
+    if scenario.upload:
+        data = h2load.body_file(scenario.upload, server.log.parent)  # the run's temp dir
     if scenario.kind == "wrk" and warmup > 0:
         wrk.run(url, scenario.connections, warmup, scenario.script, load_pin)
+    if scenario.kind == "h2load" and warmup > 0:
+        h2load.run(url, scenario.connections, scenario.streams, warmup, data, load_pin,
+                   latencies=False)
     start_wall = time.monotonic()
     start_server = machine.tree_cpu(pid)
     start_mine = start_server + machine.own_cpu()
@@ -57,6 +65,12 @@ def measure(server: Running, scenario: Scenario, seconds: float, warmup: float,
         extra = result["cpu"]
         rate, p50, p99, errors, count = result["rate"], None, None, result["errors"], \
             result["messages"]
+    elif scenario.kind == "h2load":
+        h2 = h2load.run(url, scenario.connections, scenario.streams, seconds, data, load_pin)
+        _check_h2load(h2, scenario, seconds)
+        client_cpu, extra = h2.cpu / max(seconds, 1e-9), h2.cpu
+        rate, p50, p99, errors, count = h2.rps, h2.p50_ms, h2.p99_ms, h2.errors, h2.requests
+        detail = h2.protocol if h2.tls is None else f"{h2.tls}, ALPN {h2.protocol}"
     else:
         res = wrk.run(url, scenario.connections, seconds, scenario.script, load_pin)
         client_cpu, extra = None, res.cpu
@@ -69,7 +83,20 @@ def measure(server: Running, scenario: Scenario, seconds: float, warmup: float,
         raise NotServed(f"the server exited during the run:\n{server.output()}")
     cpu_us = (server_cpu - start_server) / count * 1e6 if count else None
     return Measurement(rate, p50, p99, errors, machine.tree_rss(pid), other, client_cpu, count,
-                       cpu_us)
+                       cpu_us, detail)
+
+
+def _check_h2load(result: h2load.H2loadResult, scenario: Scenario, seconds: float) -> None:
+    """An HTTP/2 figure is only kept if HTTP/2 was spoken the whole window."""
+    want = ("h2",) if scenario.tls else ("h2c",)
+    if result.protocol not in want:
+        raise NotServed(f"h2load spoke {result.protocol}, not {want[0]}")
+    if result.requests == 0:
+        raise NotServed(f"no request completed: {result.raw.strip()[-300:]}")
+    if result.stalled_s is not None and result.stalled_s > h2load.STALL_S:
+        raise NotServed(f"the load stopped {result.stalled_s:.1f} s before the end of the "
+                        f"{seconds:g} s window: the server closed the connections (GOAWAY?) "
+                        "and h2load does not reconnect")
 
 
 def _idle(server: Running, scenario: Scenario) -> Measurement:

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import base64
 import os
+import shutil
 import socket
+import ssl
+import subprocess
 
 
 def http(port: int, method: str = "GET", path: str = "/", body: bytes = b"",
@@ -36,6 +39,44 @@ def http(port: int, method: str = "GET", path: str = "/", body: bytes = b"",
     if headers.get(b"transfer-encoding", b"").lower() == b"chunked":
         payload = _unchunk(payload)
     return status, payload
+
+
+def curl(port: int, method: str = "GET", path: str = "/", body: bytes = b"",
+         http2: bool = False, tls: bool = False, timeout: float = 10.0) -> tuple[int, str, bytes]:
+    """One request through curl (HTTP/2: prior knowledge in cleartext, ALPN over TLS;
+    the test certificate is not verified); return (status, HTTP version, body)."""
+    if shutil.which("curl") is None:
+        raise OSError("curl is not installed (apt-get install curl)")
+    argv = ["curl", "-sS", "-k", "--max-time", str(timeout),
+            "-o", "-", "-w", "\n%{http_code} %{http_version}"]
+    if method not in ("GET", "POST"):
+        argv += ["-X", method]
+    if http2:
+        argv.append("--http2" if tls else "--http2-prior-knowledge")
+    else:
+        argv.append("--http1.1")
+    if body or method == "POST":
+        argv += ["-H", "Content-Type: application/octet-stream", "--data-binary", "@-"]
+    argv.append(f"{'https' if tls else 'http'}://127.0.0.1:{port}{path}")
+    try:
+        done = subprocess.run(argv, input=body, capture_output=True, timeout=timeout + 5)
+    except subprocess.TimeoutExpired:
+        raise OSError(f"curl did not finish in {timeout + 5:g} s") from None
+    payload, _, tail = done.stdout.rpartition(b"\n")
+    if done.returncode != 0:
+        raise OSError(done.stderr.decode(errors="replace").strip() or f"curl {done.returncode}")
+    status, _, version = tail.decode().partition(" ")
+    return int(status), version, payload
+
+
+def tls_version(port: int, timeout: float = 10.0) -> str:
+    """The TLS version and suite a default OpenSSL client (as wrk is) negotiates."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as raw, \
+            context.wrap_socket(raw) as sock:
+        return f"{sock.version()} {(sock.cipher() or ('?',))[0]}"
 
 
 def _unchunk(data: bytes) -> bytes:

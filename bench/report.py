@@ -9,6 +9,7 @@ from statistics import median
 from typing import Any
 
 NOISY = 0.10  # other load above a tenth of a core: say the figures are disturbed
+CLIENT_SATURATED = 0.85  # load client CPU (cores): the client, not the server, may be the limit
 
 
 def _med(values: list[float | None]) -> float | None:
@@ -57,8 +58,11 @@ def render(outcomes: list, env: dict[str, Any], args: argparse.Namespace) -> str
             label = f"**{name}**" if first else ""
             first = False
             if o.problem and not o.rounds:
-                note = ("bivio: not yet supported" if o.server == "bivio" else "failed") + \
-                    f" ({o.problem})"
+                if o.skipped:
+                    note = f"not run: {o.problem}"
+                else:
+                    note = ("bivio: not yet supported" if o.server == "bivio" else "failed") + \
+                        f" ({o.problem})"
                 lines.append(f"| {label} | {o.server} | — | — | — | — | — | — | — | {note} |")
                 continue
             rounds = [m for m in o.rounds if m is not None]
@@ -78,6 +82,14 @@ def render(outcomes: list, env: dict[str, Any], args: argparse.Namespace) -> str
             if scenario.kind == "ws":
                 cpu = _med([m.client_cpu for m in rounds])
                 note.append(f"msg/s; load client CPU {_fmt(cpu, '.0%')} of a core")
+            if scenario.kind == "h2load":
+                cpu = _med([m.client_cpu for m in rounds])
+                note.append(f"h2load CPU {_fmt(cpu, '.0%')} of a core")
+                if cpu is not None and cpu >= CLIENT_SATURATED:
+                    note.append("**the load client was near saturation: this rate is a floor**")
+            details = list(dict.fromkeys(m.detail for m in rounds if m.detail))
+            if details:
+                note.append(" / ".join(details))
             if scenario.kind == "idle":
                 note.append(f"RSS with {scenario.connections} idle connections; ratio: lower is "
                             "leaner")

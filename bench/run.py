@@ -2,6 +2,7 @@
 
     python -m bench.run                      # all scenarios, all servers (make bench)
     python -m bench.run --scenarios asgi-hello-c64 --servers bivio,uvicorn,granian
+    python -m bench.run --scenarios h2-tls   # a group: the HTTP/2 and TLS scenarios
     python -m bench.run --smoke              # bivio only, ~1 s a scenario (CI)
 
 Servers run on core 0, the load generator on core 1. In each round every
@@ -20,11 +21,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import machine, wrk
+from . import h2load, machine, tls, wrk
 from .measure import Measurement, NotServed, measure
 from .report import render
-from .scenarios import BY_NAME, SCENARIOS, Scenario
-from .servers import INTERFACE, SERVERS, Running, ServerSpec
+from .scenarios import BY_NAME, GROUPS, SCENARIOS, Scenario
+from .servers import INTERFACE, SERVERS, Listen, Running, ServerSpec
 
 
 @dataclass
@@ -35,6 +36,7 @@ class Outcome:
     server: str
     rounds: list[Measurement | None] = field(default_factory=list)
     problem: str | None = None  # why it was not measured (not served, failed to start)
+    skipped: bool = False  # not tried: the server cannot be set up for it (problem says why)
 
 
 def participants(scenario: Scenario, names: list[str]) -> list[ServerSpec]:
@@ -51,14 +53,15 @@ def participants(scenario: Scenario, names: list[str]) -> list[ServerSpec]:
 
 
 def session(spec: ServerSpec, scenarios: list[Scenario], outcomes: dict, args: argparse.Namespace,
-            log_dir: Path) -> None:
+            log_dir: Path, listen: Listen = Listen()) -> None:  # noqa: B008 - frozen
     """Start ``spec`` once on the scenarios' app and measure each scenario on it."""
     todo = [s for s in scenarios if outcomes[s.name, spec.name].problem is None]
     if not todo:
         return
     app = "ceiling" if spec.name == "ceiling" else todo[0].app
-    log = log_dir / f"{spec.name}-{app}.log"
-    running = Running(spec, app, args.server_core, log)
+    suffix = ("-h2" if listen.http2 else "") + ("-tls" if listen.tls else "")
+    log = log_dir / f"{spec.name}-{app}{suffix}.log"
+    running = Running(spec, app, args.server_core, log, listen)
     try:
         if not running.wait_ready():
             reason = "did not start: " + (running.output().strip().splitlines() or ["?"])[-1]
@@ -93,26 +96,61 @@ def run(args: argparse.Namespace) -> tuple[list[Outcome], dict]:
         if server in missing:
             outcome.problem = "not installed (run make bench-peers)"
     log_dir = Path(tempfile.mkdtemp(prefix="bivio-bench-"))
+    listens = _listens(scenarios, outcomes, log_dir)
     env = {"loadavg_before": machine.loadavg(), "idle_before": _idle_sample(),
            "started": time.strftime("%Y-%m-%d %H:%M:%S")}
     if args.smoke:
-        # One process per app, every scenario of that app in it: fast, bivio only.
-        by_app: dict[str, list[Scenario]] = {}
+        # One process per app (and per TLS or not), every scenario of that app in it:
+        # fast, bivio only. bivio serves HTTP/1.1 and HTTP/2 on one port.
+        by_app: dict[tuple[str, bool], list[Scenario]] = {}
         for s in scenarios:
-            by_app.setdefault(s.app, []).append(s)
+            by_app.setdefault((s.app, s.tls), []).append(s)
         for group in by_app.values():
-            session(SERVERS["bivio"], group, outcomes, args, log_dir)
+            first = listens[group[0].name]
+            listen = Listen(any(s.http2 for s in group), first.tls)
+            session(SERVERS["bivio"], group, outcomes, args, log_dir, listen)
     else:
         for scenario in scenarios:
-            specs = [s for s in participants(scenario, names)]
-            print(f"{scenario.name}: {', '.join(s.name for s in specs)}", file=sys.stderr)
+            specs = [s for s in participants(scenario, names)
+                     if not outcomes[scenario.name, s.name].skipped]
+            line = f"{scenario.name}: {', '.join(s.name for s in specs)}"
+            skipped = [f"{o.server} ({o.problem})" for (name, _), o in outcomes.items()
+                       if name == scenario.name and o.skipped]
+            if skipped:
+                line += "; not run: " + "; ".join(skipped)
+            print(line, file=sys.stderr)
             for r in range(args.rounds):
                 order = specs if r % 2 == 0 else specs[::-1]
                 for spec in order:
-                    session(spec, [scenario], outcomes, args, log_dir)
+                    session(spec, [scenario], outcomes, args, log_dir, listens[scenario.name])
     env["loadavg_after"] = machine.loadavg()
     env["log_dir"] = str(log_dir)
     return list(outcomes.values()), env
+
+
+def _listens(scenarios: list[Scenario], outcomes: dict, log_dir: Path) -> dict[str, Listen]:
+    """Each scenario's listener (the TLS certificate made here when one is needed); mark
+    the outcomes that cannot run: a server that cannot be set up so, a missing tool."""
+    files, no_cert = None, None
+    if any(s.tls for s in scenarios):
+        try:
+            files = tls.make_cert(log_dir / "tls")
+        except RuntimeError as exc:
+            no_cert = str(exc)
+    no_h2load = None if h2load.available() else \
+        "h2load is not installed (apt-get install nghttp2-client)"
+    for (name, server), outcome in outcomes.items():
+        if outcome.problem:  # not installed
+            continue
+        scenario = BY_NAME[name]
+        reason = SERVERS[server].cannot_serve(scenario.http2, scenario.tls)
+        if reason is not None:
+            outcome.problem, outcome.skipped = reason, True
+        elif scenario.tls and no_cert:
+            outcome.problem = no_cert
+        elif scenario.kind == "h2load" and no_h2load:
+            outcome.problem = no_h2load
+    return {s.name: Listen(s.http2, files if s.tls else None) for s in scenarios}
 
 
 def _idle_sample(seconds: float = 1.0) -> dict[str, float]:
@@ -126,7 +164,8 @@ def _idle_sample(seconds: float = 1.0) -> dict[str, float]:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="bivio's side-by-side benchmark suite")
     parser.add_argument("--scenarios", default=",".join(s.name for s in SCENARIOS),
-                        help="comma-separated scenario names")
+                        help="comma-separated scenario names, or groups: "
+                             f"{', '.join(GROUPS)}")
     parser.add_argument("--servers", default=",".join(SERVERS), help="comma-separated servers")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=5.0, help="measured seconds per run")
@@ -139,7 +178,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--output", help="also write the Markdown table to this file")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
-    args.scenarios = [s for s in args.scenarios.split(",") if s]
+    args.scenarios = list(dict.fromkeys(
+        n for s in args.scenarios.split(",") if s for n in GROUPS.get(s, (s,))))
     args.servers = [s for s in args.servers.split(",") if s]
     unknown = [s for s in args.scenarios if s not in BY_NAME] + \
               [s for s in args.servers if s not in SERVERS]
@@ -155,10 +195,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    wrk.ensure_installed()
-    if not wrk.available():
-        print("bench: wrk is not installed (apt-get install wrk)", file=sys.stderr)
-        return 2
+    kinds = {BY_NAME[n].kind for n in args.scenarios}
+    if "h2load" in kinds:
+        h2load.ensure_installed()  # without it those rows say so; the rest still runs
+    if "wrk" in kinds:
+        wrk.ensure_installed()
+        if not wrk.available():
+            print("bench: wrk is not installed (apt-get install wrk)", file=sys.stderr)
+            return 2
     outcomes, env = run(args)
     table = render(outcomes, env, args)
     print(table)

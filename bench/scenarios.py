@@ -35,6 +35,29 @@ def expect(path: str, body: bytes | int, method: str = "GET", send: bytes = b"",
     return check
 
 
+def expect_curl(path: str, body: bytes | int, method: str = "GET", send: bytes = b"",
+                http2: bool = False, tls: bool = False) -> Check:
+    """A check through curl: HTTP/2 (prior knowledge, or ALPN over TLS) and/or TLS, and
+    the answer must come back in that HTTP version."""
+    want = "2" if http2 else "1.1"
+    how = ("HTTP/2 over TLS" if tls else "h2c") if http2 else \
+        ("HTTP/1.1 over TLS" if tls else "HTTP/1.1")
+
+    def check(port: int) -> str | None:
+        status, version, got = probe.curl(port, method, path, send, http2, tls)
+        if status != 200:
+            return f"{method} {path} ({how}) answered {status}"
+        if version != want:
+            return f"{method} {path} ({how}) answered in HTTP/{version}"
+        if isinstance(body, int):
+            if len(got) != body:
+                return f"{method} {path} ({how}): {len(got)} bytes, expected {body}"
+        elif got != body:
+            return f"{method} {path} ({how}): body {got[:60]!r}, expected {body[:60]!r}"
+        return None
+    return check
+
+
 def ws_check(port: int) -> str | None:
     payload = b"bivio-bench" * 5
     try:
@@ -48,13 +71,19 @@ def ws_check(port: int) -> str | None:
 class Scenario:
     name: str
     app: str  # key of bench.servers.TARGETS
-    kind: str  # "wrk" (requests/s), "idle" (RSS with idle connections), "ws" (messages/s)
+    # "wrk" (HTTP/1.1 requests/s), "h2load" (HTTP/2 requests/s), "idle" (RSS with idle
+    # connections), "ws" (messages/s)
+    kind: str
     check: Check
     path: str = "/"
     connections: int = 64
     script: str | None = None
     ceiling: bool = False  # also run the bare uvloop+httptools ceiling
     title: str = ""
+    http2: bool = False  # HTTP/2: prior knowledge in cleartext, ALPN over TLS
+    tls: bool = False  # served over TLS (a self-signed certificate made at bench start)
+    streams: int = 1  # h2load: concurrent streams per connection
+    upload: int = 0  # h2load: bytes POSTed per request (-d FILE)
 
 
 SCENARIOS: tuple[Scenario, ...] = (
@@ -101,9 +130,27 @@ SCENARIOS: tuple[Scenario, ...] = (
              path="/async/", title="Django async view, hybrid (--asgi-path /async/: ASGI)"),
     Scenario("hybrid-ws", "django-hybrid", "ws", ws_check,
              title="Django Channels WebSocket echo, hybrid (ASGI)"),
+    # HTTP/2 and TLS (issue 12): h2load for HTTP/2, wrk for HTTP/1.1 over TLS.
+    Scenario("h2c-hello", "asgi", "h2load", expect_curl("/", HELLO, http2=True),
+             connections=10, streams=100, http2=True,
+             title="ASGI hello over HTTP/2 cleartext (prior knowledge), 10 connections x "
+                   "100 streams"),
+    Scenario("h2c-post-1m", "asgi", "h2load",
+             expect_curl("/post", str(MIB).encode(), "POST", b"x" * MIB, http2=True),
+             path="/post", connections=10, streams=10, http2=True, upload=MIB,
+             title="ASGI 1 MiB POST over HTTP/2 cleartext, 10 connections x 10 streams"),
+    Scenario("h2-tls-hello", "asgi", "h2load", expect_curl("/", HELLO, http2=True, tls=True),
+             connections=10, streams=100, http2=True, tls=True,
+             title="ASGI hello over HTTP/2 and TLS (ALPN), 10 connections x 100 streams"),
+    Scenario("tls-hello-c64", "asgi", "wrk", expect_curl("/", HELLO, tls=True), tls=True,
+             title="ASGI hello over HTTP/1.1 and TLS, 64 connections"),
 )
+# The HTTP/2 and TLS scenarios, for --scenarios (docs/performance.md).
+H2_TLS = ("h2c-hello", "h2c-post-1m", "h2-tls-hello", "tls-hello-c64")
 # The scenarios docs/asgi-or-wsgi.md tabulates, for --scenarios.
 ASGI_OR_WSGI = ("django-sync-wsgi", "channels-sync", "hybrid-sync", "django-async-wsgi",
                 "channels-async", "hybrid-async", "channels-ws", "hybrid-ws")
 
 BY_NAME = {s.name: s for s in SCENARIOS}
+# Names --scenarios accepts for a whole group.
+GROUPS = {"h2-tls": H2_TLS, "asgi-or-wsgi": ASGI_OR_WSGI}

@@ -4,6 +4,10 @@ Every server gets the same app module and the same machine share: one worker,
 pinned to core 0 (``taskset``), access logs off, keep-alive timeouts long
 enough for the idle-connection scenario. bivio runs from the project's venv;
 the peers from ``bench/.venv-peers`` so their dependencies never touch bivio's.
+
+A scenario may ask for HTTP/2 (cleartext prior knowledge, or ALPN over TLS) and
+for TLS (:class:`Listen`); a server that cannot serve that raises
+:class:`CannotServe` with the reason, which the table prints.
 """
 
 from __future__ import annotations
@@ -17,7 +21,10 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
+
+from .tls import TLSFiles
 
 ROOT = Path(__file__).resolve().parent.parent
 PEERS_BIN = Path(os.environ.get("BIVIO_BENCH_PEERS", ROOT / "bench" / ".venv-peers")) / "bin"
@@ -38,8 +45,28 @@ INTERFACE = {"asgi": "asgi", "django-asgi": "asgi", "wsgi": "wsgi", "django-wsgi
              "django-channels": "asgi", "django-hybrid": "hybrid", "ceiling": "ceiling"}
 # Hybrid mode's extra flags: the ASGI app and the prefixes it serves.
 HYBRID_ARGS = ["--asgi-app", TARGETS["django-channels"], "--asgi-path", "/async/"]
+# Streams an HTTP/2 connection may carry before the server sends GOAWAY: h2load does
+# not reconnect after one, so a per-connection limit (bivio 10,000, hypercorn 1,000
+# by default) would end the load mid-run. Lifted, like the keep-alive timeouts.
+H2_STREAMS_PER_CONNECTION = 2**30
+# hypercorn takes its per-connection request limit from a config file only.
+HYPERCORN_CONFIG = ROOT / "bench" / "hypercorn.toml"
 
-Argv = Callable[[str, int, str], list[str]]  # (target, port, interface) -> argv
+
+@dataclass(frozen=True)
+class Listen:
+    """What a scenario needs from the listener: HTTP/2 on (prior knowledge in cleartext,
+    ALPN over TLS) and TLS on (this certificate)."""
+
+    http2: bool = False
+    tls: TLSFiles | None = None
+
+
+class CannotServe(Exception):
+    """This server cannot be set up for this scenario (the message says why)."""
+
+
+Argv = Callable[[str, int, str, Listen], list[str]]  # (target, port, interface, listen)
 
 
 @dataclass
@@ -56,49 +83,116 @@ class ServerSpec:
     def available(self) -> bool:
         if not self.peer:
             return True
-        return (PEERS_BIN / self.argv("x:y", 1, self.interfaces[0])[0]).exists()
+        return (PEERS_BIN / self.argv("x:y", 1, self.interfaces[0], Listen())[0]).exists()
+
+    def cannot_serve(self, http2: bool, tls: bool) -> str | None:
+        """Why this server cannot run a scenario with these needs, or None."""
+        listen = Listen(http2, TLSFiles("cert.pem", "key.pem") if tls else None)
+        try:
+            self.argv("x:y", 1, self.interfaces[0], listen)
+        except CannotServe as exc:
+            return str(exc)
+        return None
 
 
 def _peer(tool: str) -> str:
     return str(PEERS_BIN / tool)
 
 
-def _bivio(target: str, port: int, interface: str) -> list[str]:
-    return [sys.executable, "-m", "bivio", target, "--host", "127.0.0.1", "--port", str(port),
+def _bivio(target: str, port: int, interface: str, listen: Listen) -> list[str]:
+    # HTTP/2 needs no flag: --http auto serves it on the HTTP/1.1 port (prior knowledge,
+    # Upgrade: h2c, ALPN over TLS).
+    argv = [sys.executable, "-m", "bivio", target, "--host", "127.0.0.1", "--port", str(port),
             "--no-access-log", "--log-level", "warning", "--timeout-keep-alive", "120",
             *(HYBRID_ARGS if interface == "hybrid" else ())]
+    if listen.http2:
+        argv += ["--h2-max-requests", str(H2_STREAMS_PER_CONNECTION)]
+    if listen.tls:
+        argv += ["--ssl-certfile", listen.tls.cert, "--ssl-keyfile", listen.tls.key]
+    return argv
 
 
-def _ceiling(target: str, port: int, interface: str) -> list[str]:
+def _ceiling(target: str, port: int, interface: str, listen: Listen) -> list[str]:
+    if listen.http2 or listen.tls:
+        raise CannotServe("the ceiling is cleartext HTTP/1.1 only")
     return [sys.executable, "-m", "bench.ceiling", "--port", str(port)]
 
 
-def _uvicorn(target: str, port: int, interface: str) -> list[str]:
-    return [_peer("uvicorn"), target, "--host", "127.0.0.1", "--port", str(port),
+def _uvicorn(target: str, port: int, interface: str, listen: Listen) -> list[str]:
+    if listen.http2:
+        raise CannotServe("uvicorn has no HTTP/2 (httptools and h11 are HTTP/1.1 only)")
+    argv = [_peer("uvicorn"), target, "--host", "127.0.0.1", "--port", str(port),
             "--workers", "1", "--loop", "uvloop", "--http", "httptools", "--ws", "websockets",
             "--no-access-log", "--log-level", "warning", "--timeout-keep-alive", "120"]
+    if listen.tls:
+        argv += ["--ssl-certfile", listen.tls.cert, "--ssl-keyfile", listen.tls.key]
+    return argv
 
 
-def _granian(target: str, port: int, interface: str) -> list[str]:
-    return [_peer("granian"), "--interface", interface, "--host", "127.0.0.1",
+def _granian(target: str, port: int, interface: str, listen: Listen) -> list[str]:
+    argv = [_peer("granian"), "--interface", interface, "--host", "127.0.0.1",
             "--port", str(port), "--workers", "1", "--loop", "uvloop",
-            "--log-level", "warning", "--no-access-log", target]
+            "--log-level", "warning", "--no-access-log"]
+    if listen.http2:
+        # HTTP/2 only; granian's default (auto) also serves h2c prior knowledge.
+        argv += ["--http", "2"]
+    if listen.tls:
+        argv += ["--ssl-certificate", listen.tls.cert, "--ssl-keyfile", listen.tls.key]
+    return [*argv, target]
 
 
-def _hypercorn(target: str, port: int, interface: str) -> list[str]:
-    return [_peer("hypercorn"), "--bind", f"127.0.0.1:{port}", "--workers", "1",
-            "--worker-class", "uvloop", "--keep-alive", "120", "--log-level", "warning", target]
+def _hypercorn(target: str, port: int, interface: str, listen: Listen) -> list[str]:
+    # HTTP/2 needs no flag: h2c prior knowledge in cleartext, ALPN over TLS.
+    argv = [_peer("hypercorn"), "--config", str(HYPERCORN_CONFIG),
+            "--bind", f"127.0.0.1:{port}", "--workers", "1",
+            "--worker-class", "uvloop", "--keep-alive", "120", "--log-level", "warning"]
+    if listen.tls:
+        argv += ["--certfile", listen.tls.cert, "--keyfile", listen.tls.key]
+    return [*argv, target]
 
 
-def _daphne(target: str, port: int, interface: str) -> list[str]:
+def _daphne(target: str, port: int, interface: str, listen: Listen) -> list[str]:
+    if listen.http2 and not listen.tls:
+        raise CannotServe("daphne serves HTTP/2 only over TLS (Twisted picks it by ALPN); "
+                          "no cleartext prior knowledge")
+    if listen.tls:
+        # A Twisted endpoint; HTTP/2 by ALPN when Twisted's http2 extra is installed.
+        where = f"ssl:{port}:interface=127.0.0.1:privateKey={listen.tls.key}:" \
+                f"certKey={listen.tls.cert}"
+        return [_peer("daphne"), "-e", where, "-v", "0", target]
     return [_peer("daphne"), "-b", "127.0.0.1", "-p", str(port), "-v", "0", target]
 
 
+@cache
+def _gunicorn_flags() -> str:
+    """gunicorn's --help (its HTTP/2 flags depend on the version installed)."""
+    try:
+        return subprocess.run([_peer("gunicorn"), "--help"], capture_output=True, text=True,
+                              timeout=30).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+
+
 def _gunicorn(kind: str, *extra: str) -> Argv:
-    def argv(target: str, port: int, interface: str) -> list[str]:
+    def argv(target: str, port: int, interface: str, listen: Listen) -> list[str]:
+        flags = []
+        if listen.http2:
+            help_text = _gunicorn_flags()
+            if "--http-protocols" not in help_text:
+                raise CannotServe("this gunicorn has no HTTP/2 (--http-protocols: 25.0 and "
+                                  "later)")
+            if not listen.tls and "--http2-cleartext" not in help_text:
+                raise CannotServe("this gunicorn has HTTP/2 over TLS only (--http2-cleartext: "
+                                  "26.2 and later)")
+            flags += ["--http-protocols", "h2,h1"]
+            if not listen.tls:
+                # Prior knowledge and Upgrade: h2c; HTTP/1.1 still served (like bivio's auto).
+                flags += ["--http2-cleartext", "both"]
+        if listen.tls:
+            flags += ["--certfile", listen.tls.cert, "--keyfile", listen.tls.key]
         return [_peer("gunicorn"), "--workers", "1", "--worker-class", kind,
                 "--bind", f"127.0.0.1:{port}", "--keep-alive", "120",
-                "--log-level", "warning", *extra, target]
+                "--log-level", "warning", *extra, *flags, target]
     return argv
 
 
@@ -125,11 +219,13 @@ def free_port() -> int:
 class Running:
     """A started server process (and the log file holding its output)."""
 
-    def __init__(self, spec: ServerSpec, app: str, pin: str | None, log: Path) -> None:
+    def __init__(self, spec: ServerSpec, app: str, pin: str | None, log: Path,
+                 listen: Listen = Listen()) -> None:  # noqa: B008 - frozen, shared
         self.spec = spec
         self.app = app
+        self.listen = listen
         self.port = free_port()
-        argv = spec.argv(TARGETS[app], self.port, INTERFACE[app])
+        argv = spec.argv(TARGETS[app], self.port, INTERFACE[app], listen)
         if pin is not None and shutil.which("taskset"):
             argv = ["taskset", "-c", pin, *argv]
         env = {k: v for k, v in os.environ.items() if not k.startswith("BIVIO_")}

@@ -48,7 +48,7 @@ class Running:
             match = SERVING.search(line)
             if match and not self._ready.is_set():
                 self.url = match.group(1)
-                if self.url.startswith("http://"):
+                if self.url.startswith(("http://", "https://")):
                     self.port = int(self.url.rsplit(":", 1)[1])
                 self._ready.set()
         self._ready.set()

@@ -76,3 +76,56 @@ def test_unknown_scenario_is_refused() -> None:
     with pytest.raises(SystemExit):
         bench_run.parse_args(["--scenarios", "nope"])
     assert isinstance(bench_run.parse_args([]), argparse.Namespace)
+
+
+def test_h2load_output_is_parsed() -> None:
+    parse = importlib.import_module("bench.h2load").parse
+    out = """starting benchmark...
+TLS Protocol: TLSv1.3
+Cipher: TLS_AES_256_GCM_SHA384
+Server Temp Key: X25519 253 bits
+Application protocol: h2
+
+finished in 2.00s, 4000.50 req/s, 150.19KB/s
+requests: 8001 total, 9001 started, 8001 done, 7990 succeeded, 11 failed, 1 errored, 2 timeout
+status codes: 8200 2xx, 0 3xx, 0 4xx, 10 5xx
+"""
+    # start (µs since the epoch), status, duration (µs): the last response ends 1.2 s
+    # into the 2 s window, so the load stalled 0.8 s before the end.
+    log = [f"{1_000_000 + i * 1000}\t200\t{d}" for i, d in enumerate([1000, 2000, 3000])]
+    log.append("1100000\t200\t1100000")
+    result = parse(out, 0.5, log)
+    assert (result.requests, result.rps, result.errors) == (8001, 4000.5, 13)
+    assert result.protocol == "h2"
+    assert result.tls == "TLSv1.3 TLS_AES_256_GCM_SHA384"
+    assert result.p50_ms == pytest.approx(2.5)
+    assert result.stalled_s == pytest.approx(0.8)
+    cleartext = parse(out.replace("Application protocol: h2", "Application protocol: h2c")
+                      .replace("TLS Protocol: TLSv1.3\n", ""))
+    assert cleartext.protocol == "h2c" and cleartext.tls is None
+    assert cleartext.p50_ms is None and cleartext.stalled_s is None
+
+
+def test_http2_and_tls_listeners() -> None:
+    """Who can serve HTTP/2 or TLS, with which flags; why not when not (no processes)."""
+    servers = importlib.import_module("bench.servers")
+    tls = importlib.import_module("bench.tls").TLSFiles("c.pem", "k.pem")
+    SERVERS, Listen = servers.SERVERS, servers.Listen
+    assert "HTTP/2" in SERVERS["uvicorn"].cannot_serve(http2=True, tls=False)
+    assert SERVERS["uvicorn"].cannot_serve(http2=False, tls=True) is None
+    assert "TLS" in SERVERS["daphne"].cannot_serve(http2=True, tls=False)
+    assert SERVERS["daphne"].cannot_serve(http2=True, tls=True) is None
+    assert SERVERS["bivio"].cannot_serve(http2=True, tls=True) is None
+    bivio = SERVERS["bivio"].argv("m:app", 1, "asgi", Listen(http2=True, tls=tls))
+    assert bivio[bivio.index("--ssl-certfile") + 1] == "c.pem"
+    assert "--http" not in bivio  # --http auto (the default) serves HTTP/2 on the same port
+    plain = SERVERS["bivio"].argv("m:app", 1, "asgi", Listen())
+    assert "--ssl-certfile" not in plain and "--h2-max-requests" not in plain
+    granian = SERVERS["granian"].argv("m:app", 1, "asgi", Listen(http2=True, tls=tls))
+    assert granian[granian.index("--ssl-certificate") + 1] == "c.pem"
+    assert granian[granian.index("--http") + 1] == "2" and granian[-1] == "m:app"
+
+
+def test_scenario_groups() -> None:
+    args = bench_run.parse_args(["--scenarios", "h2-tls,h2c-hello"])
+    assert args.scenarios == ["h2c-hello", "h2c-post-1m", "h2-tls-hello", "tls-hello-c64"]

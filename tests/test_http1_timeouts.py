@@ -26,8 +26,8 @@ from fakes import FakeTransport
 from bivio.core.config import Config
 from bivio.core.context import ServerContext
 from bivio.core.stream import ClientDisconnected
-from bivio.protocols.flow import WriteFlow
-from bivio.protocols.http1 import HIGH_WATER, LINGER_BYTES, LINGER_SECONDS, SEND_SLICE, H1Connection
+from bivio.protocols.flow import LINGER_BYTES, LINGER_SECONDS, WriteFlow
+from bivio.protocols.http1 import HIGH_WATER, SEND_SLICE, H1Connection
 
 Handler = Callable[[Any], Awaitable[None]]
 

@@ -305,7 +305,9 @@ class Peer:
 
     @property
     def closed(self) -> bool:
-        return self.t.closed
+        """Closed, or done with: after an error GOAWAY the write side is shut and the
+        transport handed to a lingering close (:class:`bivio.protocols.flow.Linger`)."""
+        return self.t.closed or self.t.eof_written
 
     def goaway(self) -> tuple[int, int] | None:
         return self.goaways[-1] if self.goaways else None

@@ -158,7 +158,7 @@ def stream(**kw) -> SimpleNamespace:
                 query_string=b"q=1", client=("10.0.0.1", 5000), server=("127.0.0.1", 8000),
                 headers=[(b"host", b"example.com"), (b"content-type", b"text/plain"),
                          (b"content-length", b"3"), (b"x-a", b"1"), (b"x-a", b"2"),
-                         (b"x_a", b"spoof")], body_length=3)
+                         (b"x_a", b"spoof")], body_length=3, tls=None)
     base.update(kw)
     return SimpleNamespace(**base)
 

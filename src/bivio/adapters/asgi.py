@@ -11,7 +11,9 @@ Extensions offered in ``scope["extensions"]``:
 - ``http.response.trailers``: ``trailers: True`` in ``http.response.start``,
   then ``http.response.trailers`` messages (chunked trailers on HTTP/1.1);
 - ``http.response.early_hint``: ``{"type": "http.response.early_hint",
-  "links": [b"</style.css>; rel=preload; as=style", ...]}`` sends a 103.
+  "links": [b"</style.css>; rel=preload; as=style", ...]}`` sends a 103;
+- ``tls`` (over TLS only): what the connection negotiated (see
+  :func:`bivio.adapters.asgi_scope.tls_extension` and docs/tls.md).
 """
 
 from __future__ import annotations

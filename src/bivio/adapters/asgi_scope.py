@@ -3,6 +3,9 @@
 One place builds it, fresh for every connection down to its ``asgi`` and
 ``extensions`` dicts: a middleware that writes into a scope must never change
 a later request's.
+
+Over TLS both scope types carry the ASGI TLS extension (``extensions["tls"]``,
+asgiref's specs/tls.rst, version 0.2); over cleartext the spec forbids it.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..core.paths import scope_paths
-from ..core.stream import Stream
+from ..core.stream import Stream, TLSInfo
 
 ASGI_VERSION = "3.0"
 SPEC_VERSION = "2.4"
@@ -18,8 +21,14 @@ SPEC_VERSION = "2.4"
 
 def connection_scope(kind: str, stream: Stream, scheme: str, root_path: str,
                      state: dict[str, Any], extensions: dict[str, Any]) -> dict[str, Any]:
-    """The fields both scope types have (``kind`` is ``"http"`` or ``"websocket"``)."""
+    """The fields both scope types have (``kind`` is ``"http"`` or ``"websocket"``).
+
+    ``extensions`` must be a dict made for this scope; the ``tls`` extension is
+    added to it when the stream came over TLS.
+    """
     path, raw_path = scope_paths(stream.raw_path, root_path)
+    if stream.tls is not None:
+        extensions["tls"] = tls_extension(stream.tls)
     return {
         "type": kind,
         "asgi": {"version": ASGI_VERSION, "spec_version": SPEC_VERSION},
@@ -34,4 +43,17 @@ def connection_scope(kind: str, stream: Stream, scheme: str, root_path: str,
         "server": stream.server,
         "state": state.copy(),
         "extensions": extensions,
+    }
+
+
+def tls_extension(tls: TLSInfo) -> dict[str, Any]:
+    """The ASGI TLS extension's dict for a connection (a new one per scope)."""
+    return {
+        "server_cert": tls.server_cert,
+        "client_cert_chain": list(tls.client_cert_chain),
+        "client_cert_name": tls.client_cert_name,
+        # A certificate that fails verification ends the handshake: no scope sees one.
+        "client_cert_error": None,
+        "tls_version": tls.version or None,
+        "cipher_suite": tls.cipher_suite,
     }

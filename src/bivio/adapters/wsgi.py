@@ -864,6 +864,8 @@ class WSGIHandler:
         env["QUERY_STRING"] = stream.query_string.decode("latin-1")
         env["SERVER_PROTOCOL"] = "HTTP/" + stream.http_version
         env["wsgi.url_scheme"] = stream.scheme
+        if stream.tls is not None:
+            env["HTTPS"] = "on"  # the CGI variable some frameworks read instead
         env["wsgi.errors"] = ErrorStream()
         client = stream.client
         if client is not None:

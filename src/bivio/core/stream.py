@@ -110,6 +110,7 @@ class TLSInfo:
     client_cert_chain: tuple[str, ...]  # PEM, the client's own certificate first; () if none
     server_cert: str | None  # PEM of the certificate bivio sent
     alpn: str | None  # "h2", "http/1.1" or None
+    client_cert_name: str | None = None  # the client certificate's subject (RFC 4514)
 
 
 class ClientDisconnected(OSError):

@@ -6,6 +6,7 @@ import asyncio
 import os
 import signal
 import socket
+import ssl
 import stat
 from collections.abc import Callable
 from typing import Any
@@ -17,21 +18,15 @@ from ..core.config import Config
 from ..core.context import ServerContext, StreamHandler
 from ..core.logs import access_enabled, log_response, logger
 from ..protocols.http1 import H1Connection
+from .errors import StartupError
 from .loader import WSGIApp, load_app, load_pair
+from .tls import Handshakes, build_ssl_context, served_certificate
 
 # Set by bivio.supervisor in a worker process before it runs the ordinary serve
 # path: called once this worker is ready (lifespan startup done, accepting), so it
 # can tell the supervisor and start its heartbeat. The supervisor logs the
 # "serving on" line once for all workers, so a worker does not.
 on_worker_ready: Callable[[Server], None] | None = None
-
-
-class StartupError(Exception):
-    """The server could not start (bind failed, lifespan failed); one line for the user."""
-
-    def __init__(self, message: str, code: int = 1) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 def setup_loop(kind: str) -> None:
@@ -113,12 +108,16 @@ class Server:
 
     With ``asgi_app`` (hybrid mode) ``app`` must be a :class:`WSGIApp`; the
     lifespan protocol then runs for ``asgi_app``, the only one that has it.
+    ``ssl_context``: the TLS context when ``config.tls`` (built from the
+    ``--ssl-*`` options at :meth:`serve` when not given).
     """
 
-    def __init__(self, app: Any, config: Config, asgi_app: Any = None) -> None:
+    def __init__(self, app: Any, config: Config, asgi_app: Any = None,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
         self.app = app
         self.asgi_app = asgi_app
         self.config = config
+        self.ssl_context = ssl_context
         if asgi_app is not None:
             if not isinstance(app, WSGIApp):
                 raise StartupError("hybrid mode: MODULE:ATTR must be a WSGI application")
@@ -141,10 +140,15 @@ class Server:
         self.sockets: list[socket.socket] = []
         self.started = False
         self._force_exit = False
+        self._handshakes: Handshakes | None = None
 
     async def serve(self, sock: socket.socket | None = None) -> None:
         """Start, serve until :meth:`stop` (or SIGINT/SIGTERM), then shut down gracefully."""
         loop = asyncio.get_running_loop()
+        if self.config.tls:  # before the app's startup: a bad certificate fails fast
+            if self.ssl_context is None:
+                self.ssl_context = build_ssl_context(self.config)
+            self.ctx.tls_server_cert = served_certificate(self.config)
         try:
             await self.lifespan.startup()
         except LifespanFailure as exc:
@@ -157,8 +161,17 @@ class Server:
             raise
         self.sockets = [sock]
         self.ctx.start_date_timer(loop)
+        factory = self._protocol_factory(loop)
+        tls: dict[str, Any] = {}
+        if self.ssl_context is not None:
+            # The handshake runs before the protocol sees the connection; a client
+            # that does not finish it in time is dropped (slowloris on TLS).
+            tls = {"ssl": self.ssl_context,
+                   "ssl_handshake_timeout": self.config.timeout_tls_handshake}
+            factory = self._handshakes = Handshakes(factory, loop, self.ssl_context,
+                                                    self.config.timeout_tls_handshake)
         server = await loop.create_server(
-            lambda: H1Connection(self.ctx, loop), sock=sock, backlog=self.config.backlog
+            factory, sock=sock, backlog=self.config.backlog, **tls
         )
         self.servers = [server]
         self.started = True
@@ -171,6 +184,15 @@ class Server:
             await self.should_exit.wait()
         finally:
             await self.shutdown()
+
+    def _protocol_factory(self, loop: asyncio.AbstractEventLoop) -> Callable[[], Any]:
+        """What speaks first on a new connection: HTTP/1.1 (which hands over to
+        HTTP/2 on ALPN h2, a PRI preface or h2c), or HTTP/2 alone (``--http h2``)."""
+        if self.config.http == "h2":
+            from ..protocols.http2 import H2Connection
+
+            return lambda: H2Connection(self.ctx, loop)
+        return lambda: H1Connection(self.ctx, loop)
 
     def stop(self) -> None:
         self.should_exit.set()
@@ -199,7 +221,8 @@ class Server:
             where = f"unix:{sock.getsockname()}"
         else:
             host, port = sock.getsockname()[:2]
-            where = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
+            scheme = "https" if self.config.tls else "http"
+            where = f"{scheme}://{'[' + host + ']' if ':' in host else host}:{port}"
         logger.info("bivio serving on %s (Press CTRL+C to quit)", where)
 
     async def shutdown(self) -> None:
@@ -208,13 +231,20 @@ class Server:
         ctx.shutting_down = True
         for server in self.servers:
             server.close()
+        # asyncio gives a connection it accepted just before the close its protocol
+        # a loop tick later, and connection_made one more tick later: let them
+        # happen, so the wait below sees those connections (or TLS handshakes).
+        for _ in range(3):
+            await asyncio.sleep(0)
         for conn in list(ctx.connections):
             conn.shutdown()
         timeout = self.config.timeout_graceful_shutdown
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
+        handshakes = self._handshakes
         while (ctx.tasks or any(not c.is_idle() or c.awaiting_first_request
-                                for c in ctx.connections)) \
+                                for c in ctx.connections)
+               or (handshakes is not None and handshakes.in_progress())) \
                 and loop.time() < deadline and not self._force_exit:
             await asyncio.sleep(0.05)
             for conn in list(ctx.connections):
@@ -242,6 +272,13 @@ def run(app: Any, config: Config) -> int:
     The single-process path of :func:`bivio.process.main.serve`, and what each
     supervised worker runs. Raises :class:`bivio.process.loader.LoadError`.
     """
+    try:
+        # Before the app is imported: a bad certificate or key fails fast. Built
+        # in every worker, so a SIGHUP rolling restart serves renewed files.
+        ssl_context = build_ssl_context(config) if config.tls else None
+    except StartupError as exc:
+        logger.error("%s", exc)
+        return exc.code
     asgi_app = None
     if config.asgi_app is not None:
         loaded, asgi_app = load_pair(app, config.asgi_app, factory=config.factory,
@@ -252,7 +289,7 @@ def run(app: Any, config: Config) -> int:
                           interface=config.interface)
     try:
         setup_loop(config.loop)
-        asyncio.run(Server(loaded, config, asgi_app).serve())
+        asyncio.run(Server(loaded, config, asgi_app, ssl_context).serve())
     except StartupError as exc:
         logger.error("%s", exc)
         return exc.code

@@ -59,6 +59,7 @@ from ..core.logs import logger, setup_logging
 from . import server as server_module
 from .loader import LoadError
 from .server import StartupError, bind_socket
+from .tls import build_ssl_context
 
 WORKER_CODE = "from bivio.process.supervisor import worker_main; worker_main()"
 TICK = 0.1
@@ -66,6 +67,9 @@ TICK = 0.1
 KILL_GRACE = 1.0
 """Seconds between asking a blocked worker for its stack (SIGUSR1) and SIGKILL."""
 DRAIN_MARGIN = 10.0
+PASSWORD_ENV = "_BIVIO_WORKER_SSL_KEYFILE_PASSWORD"
+"""How a worker gets --ssl-keyfile-password: its environment (readable by the same user
+only), never its command line (which ``ps`` shows everyone)."""
 """Beyond --timeout-graceful-shutdown, how long a stopping worker may take (lifespan
 shutdown) before it is killed."""
 
@@ -111,11 +115,11 @@ def describe_exit(code: int) -> str:
     return f"exit code {code}: {reason}" if reason else f"exit code {code}"
 
 
-def listener_url(sock: socket.socket) -> str:
+def listener_url(sock: socket.socket, tls: bool = False) -> str:
     if sock.family == getattr(socket, "AF_UNIX", None):
         return f"unix:{sock.getsockname()}"
     host, port = sock.getsockname()[:2]
-    return f"http://{'[' + host + ']' if ':' in host else host}:{port}"
+    return f"{'https' if tls else 'http'}://{'[' + host + ']' if ':' in host else host}:{port}"
 
 
 class ReloadFilter:
@@ -225,7 +229,10 @@ def worker_main(argv: list[str] | None = None) -> NoReturn:
     faulthandler.register(signal.SIGUSR1, all_threads=True)
     agent = WorkerAgent(channel, spec["interval"], spec["max_requests"])
     server_module.on_worker_ready = agent.ready
-    config = dataclasses.replace(Config.from_options(spec["options"], env={}), multiprocess=True)
+    options = spec["options"]
+    if PASSWORD_ENV in os.environ:
+        options["ssl_keyfile_password"] = os.environ.pop(PASSWORD_ENV)
+    config = dataclasses.replace(Config.from_options(options, env={}), multiprocess=True)
     setup_logging(config.log_level, config.access_log)
     try:
         code = server_module.run(spec["app"], config)
@@ -285,6 +292,7 @@ class Supervisor:
 
     def run(self) -> int:
         try:
+            self._check_tls()  # once here, rather than every worker failing the same way
             self.listeners = [bind_socket(self.config)]
         except StartupError as exc:
             logger.error("%s", exc)
@@ -304,7 +312,8 @@ class Supervisor:
                     signal.SIGTTOU):
             self.loop.add_signal_handler(sig, self._on_signal, sig)
         for sock in self.listeners:
-            logger.info("bivio serving on %s (Press CTRL+C to quit)", listener_url(sock))
+            logger.info("bivio serving on %s (Press CTRL+C to quit)",
+                        listener_url(sock, self.config.tls))
         logger.info("Supervisor [%d] starting %d worker(s)", os.getpid(), self.target)
         self._maintain()
         self._booted = True
@@ -325,14 +334,28 @@ class Supervisor:
         logger.info("Shutdown complete")
         return code
 
+    def _check_tls(self) -> None:
+        """Build a TLS context from the ``--ssl-*`` files, only to see that it can be built.
+
+        Each worker builds its own (and so reads renewed files on SIGHUP); the
+        parent never serves TLS itself.
+        """
+        if self.config.tls:
+            build_ssl_context(self.config)
+
     # -- workers ----------------------------------------------------------------------------
 
     def _spawn(self, reason: str, replaces: Worker | None = None) -> Worker:
         parent_end, child_end = socket.socketpair()
         parent_end.setblocking(False)
+        options = worker_options(self.config, self.listeners[0].fileno())
+        env = None
+        password = options.pop("ssl_keyfile_password", None)
+        if password is not None:
+            env = {**os.environ, PASSWORD_ENV: password}
         spec = {
             "app": self.app,
-            "options": worker_options(self.config, self.listeners[0].fileno()),
+            "options": options,
             "channel": child_end.fileno(),
             "interval": self.interval,
             "max_requests": request_limit(self.config),
@@ -341,7 +364,7 @@ class Supervisor:
             proc = subprocess.Popen(
                 [sys.executable, "-c", WORKER_CODE, json.dumps(spec)],
                 pass_fds=(*(s.fileno() for s in self.listeners), child_end.fileno()),
-                stdin=subprocess.DEVNULL, start_new_session=True,
+                stdin=subprocess.DEVNULL, start_new_session=True, env=env,
             )
         finally:
             child_end.close()
@@ -397,7 +420,19 @@ class Supervisor:
                 return
 
     def _reload_all(self, reason: str) -> None:
-        """Replace every worker, one by one, each new one ready before an old one stops."""
+        """Replace every worker, one by one, each new one ready before an old one stops.
+
+        The new workers read the TLS files again (renewed certificates): files
+        that do not load abort the reload here, with the reason, rather than
+        in every new worker.
+        """
+        try:
+            self._check_tls()
+        except StartupError as exc:
+            serving = any(w.state == "ready" for w in self.workers)
+            logger.error("Reload aborted: %s.%s", exc,
+                         " The running workers keep serving." if serving else "")
+            return
         self.broken = False
         for worker in self.workers:
             if worker.state == "starting":

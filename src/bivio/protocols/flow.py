@@ -24,6 +24,11 @@ from typing import Any
 from ..core.logs import logger
 from ..core.stream import ClientDisconnected
 
+# After an error answer: read and drop what the client still sends, at most this
+# long and this much, then close (the client's EOF closes at once).
+LINGER_SECONDS = 1.0
+LINGER_BYTES = 1024 * 1024
+
 
 class WriteFlow:
     """Mixin for an :class:`asyncio.Protocol`; call :meth:`_init_write_flow` in ``__init__``."""
@@ -115,3 +120,38 @@ def peer_name(transport: Any) -> str:
         host = str(peer[0])
         return f"[{host}]:{peer[1]}" if ":" in host else f"{host}:{peer[1]}"
     return "-"
+
+
+class Linger(WriteFlow, asyncio.Protocol):
+    """The transport after an error answer (HTTP/1.1 4xx, HTTP/2 GOAWAY): drop input, then close.
+
+    Bounded so no client can hold the connection: it closes on the client's
+    EOF, once :data:`LINGER_BYTES` were dropped, or after
+    :data:`LINGER_SECONDS`; a client that does not read the answer is dropped
+    by ``--timeout-send`` as on any connection.
+    """
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop,
+                 send_timeout: float) -> None:
+        self.transport = transport
+        self.loop = loop
+        self._init_write_flow(send_timeout)
+        self._left = LINGER_BYTES
+        self._timer = loop.call_later(LINGER_SECONDS, self._close)
+
+    def data_received(self, data: bytes) -> None:
+        self._left -= len(data)
+        if self._left <= 0:
+            self._close()
+
+    def eof_received(self) -> bool | None:
+        return None  # the transport closes
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._timer.cancel()
+        self.write_paused = False
+        self._release_writers()
+
+    def _close(self) -> None:
+        self._timer.cancel()
+        self.transport.close()

@@ -11,7 +11,7 @@ out in request order, and buffering stays bounded by one read.
 
 Errors found by the parser after valid pipelined requests are deferred: the
 earlier requests are answered first, then the 4xx, then the connection closes.
-An error answer is followed by a *lingering* close (see :class:`_Linger`): the
+An error answer is followed by a *lingering* close (see :class:`~bivio.protocols.flow.Linger`): the
 write side is shut down and what the client still sends is read and dropped
 for a bounded time, so unread request bytes do not make the kernel reset the
 connection before the client has read the answer.
@@ -38,7 +38,7 @@ from ..core.context import ServerContext
 from ..core.headers import check_headers
 from ..core.logs import logger
 from ..core.stream import ClientDisconnected, Headers, TLSInfo, plain_response
-from .flow import WriteFlow, peer_name
+from .flow import Linger, WriteFlow, peer_name
 from .proxy import apply_proxy_headers
 from .tls import connection_tls
 
@@ -56,10 +56,6 @@ NO_BODY_STATUS = frozenset({204, 304})
 # write buffer between them: a connection buffers at most its high-water mark plus
 # one slice, whatever the app hands over at once.
 SEND_SLICE = 256 * 1024
-# After an error answer: read and drop what the client still sends, at most this
-# long and this much, then close (the client's EOF closes at once).
-LINGER_SECONDS = 1.0
-LINGER_BYTES = 1024 * 1024
 _PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"  # HTTP/2 prior knowledge (RFC 9113 3.4)
 
 
@@ -433,6 +429,7 @@ class H1Connection(WriteFlow, asyncio.Protocol):
         self._upgrade_seen = False
         self._upgrade_tail = b""
         self._h2c: tuple[bytes, str, bytes, Headers] | None = None  # an Upgrade: h2c request
+        self._raw_left = 0  # body bytes still due after an upgrade we did not take
         self._eof = False
         self._served = False  # no request yet: see awaiting_first_request
         self._intake_held = False  # reading paused by ctx.pause_intake() between requests
@@ -492,6 +489,9 @@ class H1Connection(WriteFlow, asyncio.Protocol):
         return True if self._current is not None else None
 
     def data_received(self, data: bytes) -> None:
+        if self._raw_left:
+            self._raw_feed(data)
+            return
         self._chunk = data  # for the request-line check (on_headers_complete)
         if self._in_head or self._parsing is None:
             self._head_bytes += len(data)
@@ -672,9 +672,14 @@ class H1Connection(WriteFlow, asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         stream = self._parsing
-        self._parsing = None
         if stream is None:
             return
+        if stream.body_length and stream.received < stream.body_length:
+            # An Upgrade request we do not take (h2c with a body, an unknown
+            # protocol): llhttp hands its body over as upgraded bytes, which
+            # _on_upgrade then feeds as the body (see _raw_feed).
+            return
+        self._parsing = None
         stream.body_complete = True
         stream._wake()
         if stream.response_complete and stream is self._current:
@@ -793,6 +798,33 @@ class H1Connection(WriteFlow, asyncio.Protocol):
         if self._reading_paused and not self._pending and len(stream._body) <= HIGH_WATER:
             self._resume_reading()
 
+    def _raw_feed(self, data: bytes) -> None:
+        """The Content-Length body of an Upgrade request we answer over HTTP/1.1.
+
+        The parser stopped at the upgrade, so the body's bytes are counted here;
+        what follows it is not read (the connection closes after the answer).
+        """
+        stream = self._parsing
+        if stream is None:
+            return
+        chunk = data[:self._raw_left]
+        self._raw_left -= len(chunk)
+        if chunk:
+            stream.received += len(chunk)
+            if not (stream.response_complete or stream.disconnected):
+                stream._feed(chunk)
+                if len(stream._body) > HIGH_WATER:
+                    self._pause_reading()
+        if self._raw_left:
+            self._arm_body_timer()
+            return
+        self._pause_reading()
+        self._parsing = None
+        stream.body_complete = True
+        stream._wake()
+        if stream.response_complete and stream is self._current:
+            self._next_request(stream)
+
     def _h2c_allowed(self, stream: H1Stream) -> bool:
         """``Upgrade: h2c`` (RFC 7540 §3.2): take it for a bodiless first-in-line request.
 
@@ -828,9 +860,13 @@ class H1Connection(WriteFlow, asyncio.Protocol):
             self._to_h2(tail, self._h2c)
             return
         self._upgrade_seen = True  # the parser cannot continue: close after the answer
+        stream = self._parsing
+        if stream is not None and stream.upgrade is None and stream.body_length:
+            self._raw_left = stream.body_length - stream.received
+            self._raw_feed(tail)
+            return
         self._upgrade_tail = tail
         self._pause_reading()
-        stream = self._parsing
         if stream is not None:
             self._parsing = None
             stream.body_complete = True
@@ -902,7 +938,7 @@ class H1Connection(WriteFlow, asyncio.Protocol):
         the client is still sending) makes the kernel send a RST, which can
         discard the answer before the client has read it. So: shut the write
         side down (the client reads the answer, then EOF), hand the transport to
-        a :class:`_Linger` that reads and drops what still comes, and close on
+        a :class:`~bivio.protocols.flow.Linger` that reads and drops what still comes, and close on
         the client's EOF, after :data:`LINGER_BYTES` or after
         :data:`LINGER_SECONDS`, whichever comes first. Without a half-close
         (TLS) or after the client's EOF, close at once.
@@ -912,7 +948,7 @@ class H1Connection(WriteFlow, asyncio.Protocol):
         if self._eof or not transport.can_write_eof():
             self.close_now()
             return
-        linger = _Linger(transport, self.loop, self._send_timeout)
+        linger = Linger(transport, self.loop, self._send_timeout)
         self._hand_over_write_flow(linger)
         transport.write_eof()
         transport.set_protocol(linger)
@@ -1066,7 +1102,8 @@ class H1Connection(WriteFlow, asyncio.Protocol):
             finally:
                 transport.set_write_buffer_limits()
         sock = transport.get_extra_info("socket")
-        if sock is None or not hasattr(os, "sendfile"):
+        # Over TLS the socket carries records, not the file's bytes: copy instead.
+        if sock is None or self.tls is not None or not hasattr(os, "sendfile"):
             await self._copy_file(fd, offset, count)
             return
         out = sock.fileno()
@@ -1132,41 +1169,6 @@ class H1Connection(WriteFlow, asyncio.Protocol):
 def _set_result(fut: asyncio.Future[bool], value: bool) -> None:
     if not fut.done():
         fut.set_result(value)
-
-
-class _Linger(WriteFlow, asyncio.Protocol):
-    """The transport after an error answer: drop what the client still sends, then close.
-
-    Bounded so no client can hold the connection: it closes on the client's
-    EOF, once :data:`LINGER_BYTES` were dropped, or after
-    :data:`LINGER_SECONDS`; a client that does not read the answer is dropped
-    by ``--timeout-send`` as on any connection.
-    """
-
-    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop,
-                 send_timeout: float) -> None:
-        self.transport = transport
-        self.loop = loop
-        self._init_write_flow(send_timeout)
-        self._left = LINGER_BYTES
-        self._timer = loop.call_later(LINGER_SECONDS, self._close)
-
-    def data_received(self, data: bytes) -> None:
-        self._left -= len(data)
-        if self._left <= 0:
-            self._close()
-
-    def eof_received(self) -> bool | None:
-        return None  # the transport closes
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._timer.cancel()
-        self.write_paused = False
-        self._release_writers()
-
-    def _close(self) -> None:
-        self._timer.cancel()
-        self.transport.close()
 
 
 def _address(info: Any) -> tuple[str, int] | None:

@@ -76,7 +76,7 @@ from ..core.context import ServerContext
 from ..core.headers import check_headers
 from ..core.logs import logger
 from ..core.stream import ClientDisconnected, Headers, TLSInfo, plain_response
-from .flow import WriteFlow, peer_name
+from .flow import Linger, WriteFlow, peer_name
 from .proxy import apply_proxy_headers
 from .tls import connection_tls
 
@@ -528,9 +528,16 @@ class H2Connection(WriteFlow, asyncio.Protocol):
         # stream, which it may answer with RST_STREAM) are counted here and
         # charged as control frames (a reset flood, CVE-2019-9514).
         self._silent = 0
+        self._got_settings = False
         receive_frame = conn._receive_frame
 
         def counting_receive_frame(frame: Any) -> Any:
+            if not self._got_settings:
+                # RFC 9113 §3.4: the client's preface ends with a SETTINGS frame
+                # (h2 does not check; its ProtocolError becomes GOAWAY PROTOCOL_ERROR).
+                if frame.type != 0x4:
+                    raise h2.exceptions.ProtocolError("the first frame is not SETTINGS")
+                self._got_settings = True
             events = receive_frame(frame)
             if not events:
                 self._silent += 1
@@ -633,8 +640,7 @@ class H2Connection(WriteFlow, asyncio.Protocol):
             events = self.h2.receive_data(data)
         except h2.exceptions.ProtocolError as exc:
             logger.debug("%s: HTTP/2 protocol error: %s", peer_name(self.transport), exc)
-            self.flush_now()  # h2 queued the GOAWAY with the fitting error code
-            self._close()
+            self._close(linger=True)  # after the GOAWAY h2 queued with the fitting code
             return
         silent, self._silent = self._silent, 0
         for _ in range(silent):
@@ -1150,8 +1156,7 @@ class H2Connection(WriteFlow, asyncio.Protocol):
             self.h2.close_connection(ErrorCodes.ENHANCE_YOUR_CALM)
         except h2.exceptions.ProtocolError:
             pass
-        self.flush()
-        self._close()
+        self._close(linger=True)
 
     def _send_goaway(self, last: int) -> None:
         """Graceful GOAWAY (NO_ERROR): streams up to ``last`` finish, none after."""
@@ -1168,11 +1173,29 @@ class H2Connection(WriteFlow, asyncio.Protocol):
         if not self.streams:
             self._close()
 
-    def _close(self) -> None:
-        if not self._closed:
-            self.flush_now()
-            self._closed = True
-            self.transport.close()
+    def _close(self, linger: bool = False) -> None:
+        """Close after what is framed; ``linger`` after an error GOAWAY.
+
+        Closing a socket with unread input makes the kernel reset it, which can
+        destroy the GOAWAY (behind thousands of PING acknowledgements, say)
+        before the client read it: after an error, the write side is shut down
+        and what the client still sends is read and dropped for a bounded time
+        (:class:`~bivio.protocols.flow.Linger`, as HTTP/1.1 does after a 4xx).
+        """
+        if self._closed:
+            return
+        self.flush_now()
+        transport = self.transport
+        if linger and transport.can_write_eof():
+            lingering = Linger(transport, self.loop, self._send_timeout)
+            self._hand_over_write_flow(lingering)
+            transport.write_eof()
+            transport.set_protocol(lingering)
+            self.connection_lost(None)  # this protocol is done with the connection
+            transport.resume_reading()
+            return
+        self._closed = True
+        transport.close()
 
     # -- timeouts ---------------------------------------------------------------------
 
