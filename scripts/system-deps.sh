@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Debian packages the tests use: curl (a real client), slowhttptest (slowloris),
 # wrk (the load generator of bench/, which the bench smoke test runs) and
-# redis-server (the chat's channel layer across workers; the tests start their own).
+# redis-server (the chat's channel layer across workers; the tests start their own),
+# nghttp2-client (h2load and nghttp: real HTTP/2 clients for the HTTP/2 tests).
 # Installed when missing and we are root; the tests that need them skip otherwise.
 set -u
 need=()
@@ -9,6 +10,7 @@ command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v slowhttptest >/dev/null 2>&1 || need+=(slowhttptest)
 command -v wrk >/dev/null 2>&1 || need+=(wrk)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+command -v h2load >/dev/null 2>&1 || need+=(nghttp2-client)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
   echo "system-deps: missing ${need[*]} (not root or no apt-get): those tests will skip" >&2
