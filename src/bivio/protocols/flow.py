@@ -110,6 +110,39 @@ class WriteFlow:
                 raise ClientDisconnected("the client read nothing for --timeout-send seconds")
 
 
+class StreamWaiters:
+    """What a stream's reader and writers wait on (HTTP/1.1 and HTTP/2 streams).
+
+    ``await self._wait()`` returns at the next ``self._wake()``: body data
+    arrived, the body ended, a window opened, the response completed, the
+    client left. Waiters re-check their condition after waking, so one wake
+    for every event is enough. The subclass provides ``conn.loop`` and a
+    ``_waiters`` list slot.
+    """
+
+    __slots__ = ()
+
+    conn: Any
+    _waiters: list[asyncio.Future[None]]
+
+    def _wake(self) -> None:
+        waiters = self._waiters
+        if waiters:
+            self._waiters = []
+            for fut in waiters:
+                if not fut.done():
+                    fut.set_result(None)
+
+    async def _wait(self) -> None:
+        fut = self.conn.loop.create_future()
+        self._waiters.append(fut)
+        try:
+            await fut
+        finally:
+            if fut in self._waiters:
+                self._waiters.remove(fut)
+
+
 def peer_name(transport: Any) -> str:
     """``host:port`` of the transport's peer, for a log line ("-" when unknown)."""
     try:

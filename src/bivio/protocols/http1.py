@@ -38,7 +38,7 @@ from ..core.context import ServerContext
 from ..core.headers import check_headers
 from ..core.logs import logger
 from ..core.stream import ClientDisconnected, Headers, TLSInfo, plain_response
-from .flow import Linger, WriteFlow, peer_name
+from .flow import Linger, StreamWaiters, WriteFlow, peer_name
 from .proxy import apply_proxy_headers
 from .tls import connection_tls
 
@@ -75,7 +75,7 @@ class _Reject(Exception):
         self.reason = reason
 
 
-class H1Stream:
+class H1Stream(StreamWaiters):
     """One request/response on an HTTP/1.1 connection (see :mod:`bivio.stream`)."""
 
     __slots__ = (
@@ -123,25 +123,6 @@ class H1Stream:
         path, _, query = target.partition(b"?")
         self.raw_path = path
         self.query_string = query
-
-    # -- waking ------------------------------------------------------------------
-
-    def _wake(self) -> None:
-        waiters = self._waiters
-        if waiters:
-            self._waiters = []
-            for fut in waiters:
-                if not fut.done():
-                    fut.set_result(None)
-
-    async def _wait(self) -> None:
-        fut = self.conn.loop.create_future()
-        self._waiters.append(fut)
-        try:
-            await fut
-        finally:
-            if fut in self._waiters:
-                self._waiters.remove(fut)
 
     # -- request body ---------------------------------------------------------------
 

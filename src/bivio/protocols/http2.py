@@ -76,7 +76,7 @@ from ..core.context import ServerContext
 from ..core.headers import check_headers
 from ..core.logs import logger
 from ..core.stream import ClientDisconnected, Headers, TLSInfo, plain_response
-from .flow import Linger, WriteFlow, peer_name
+from .flow import Linger, StreamWaiters, WriteFlow, peer_name
 from .proxy import apply_proxy_headers
 from .tls import connection_tls
 
@@ -120,7 +120,7 @@ _CONTROL_EVENTS = (h2.events.PingReceived, h2.events.RemoteSettingsChanged,
                    h2.events.PriorityUpdated, h2.events.UnknownFrameReceived)
 
 
-class H2Stream:
+class H2Stream(StreamWaiters):
     """One request/response on an HTTP/2 connection (see :mod:`bivio.core.stream`)."""
 
     __slots__ = (
@@ -176,25 +176,6 @@ class H2Stream:
         self._counted = False  # holds a place in the connection's running handlers
         self._websocket: WebSocket | None = None
         self._send_deadline = 0.0
-
-    # -- waking ------------------------------------------------------------------
-
-    def _wake(self) -> None:
-        waiters = self._waiters
-        if waiters:
-            self._waiters = []
-            for fut in waiters:
-                if not fut.done():
-                    fut.set_result(None)
-
-    async def _wait(self) -> None:
-        fut = self.conn.loop.create_future()
-        self._waiters.append(fut)
-        try:
-            await fut
-        finally:
-            if fut in self._waiters:
-                self._waiters.remove(fut)
 
     # -- request body ---------------------------------------------------------------
 
