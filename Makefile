@@ -18,18 +18,47 @@ install-test: $(BIN)/python system-deps
 system-deps:
 	bash scripts/system-deps.sh
 
-install-example: $(BIN)/python
+# Installed once, and again only when pyproject.toml (the dependencies) changes.
+EXAMPLE_STAMP := $(VENV)/.installed-example
+$(EXAMPLE_STAMP): pyproject.toml | $(BIN)/python
+	@echo "Installing bivio and the example's dependencies into $(VENV)"
 	$(BIN)/pip install -q -e '.[example]'
+	@touch $@
 
-## Serve the bundled Django example (examples/example) on http://127.0.0.1:8000:
+install-example: $(EXAMPLE_STAMP)
+
+## Serve the bundled Django example (examples/example) on http://$(HOST):$(PORT):
 ## SQLite migrations and collectstatic first, then bivio with /static/ served by --static.
+## PORT=8001 make run (or HOST=0.0.0.0): another address; a port in use stops it at once.
 ## REDIS_URL=redis://127.0.0.1:6379/0 make run: the chat goes through Redis (any --workers).
+HOST ?= 127.0.0.1
+PORT ?= 8000
 EXAMPLE_STATIC_ROOT ?= $(CURDIR)/examples/staticfiles
 export EXAMPLE_STATIC_ROOT
-run: install-example
+# Before minutes of pip, migrate and collectstatic: can bivio bind HOST:PORT at all?
+# (SO_REUSEADDR as bivio binds, so a port left in TIME_WAIT does not count as taken.)
+define PORT_CHECK
+import errno, socket, sys
+host, port = sys.argv[1], sys.argv[2]
+try:
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, int(port)))
+    sock.close()
+except (ValueError, OverflowError):
+    sys.exit(f"make run: PORT must be a port number, got {port!r}")
+except OSError as exc:
+    taken = exc.errno == errno.EADDRINUSE
+    sys.exit(f"make run: cannot serve on {host}:{port}: {exc.strerror or exc}" + (
+        f" (another server runs there: stop it, or PORT={int(port) + 1} make run)" if taken else ""))
+endef
+export PORT_CHECK
+run:
+	@$(PYTHON) -c "$$PORT_CHECK" '$(HOST)' '$(PORT)'
+	@$(MAKE) -s --no-print-directory $(EXAMPLE_STAMP)
 	$(BIN)/python examples/manage.py migrate --noinput
 	$(BIN)/python examples/manage.py collectstatic --noinput -v 0
-	$(BIN)/bivio example.asgi:application --app-dir examples --host 127.0.0.1 --port 8000 \
+	$(BIN)/bivio example.asgi:application --app-dir examples --host '$(HOST)' --port '$(PORT)' \
 		--static /static/=$(EXAMPLE_STATIC_ROOT)
 
 lint:

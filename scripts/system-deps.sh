@@ -2,7 +2,9 @@
 # Debian packages the tests use: curl (a real client), slowhttptest (slowloris),
 # wrk (the load generator of bench/, which the bench smoke test runs) and
 # redis-server (the chat's channel layer across workers; the tests start their own),
-# nghttp2-client (h2load and nghttp: real HTTP/2 clients for the HTTP/2 tests).
+# nghttp2-client (h2load and nghttp: real HTTP/2 clients for the HTTP/2 tests),
+# nginx (docs/django.md's nginx config in front of bivio; tests/e2e/test_nginx.py
+# runs its own nginx on free ports with a temp prefix, never the system's service).
 # Installed when missing and we are root; the tests that need them skip otherwise.
 set -u
 need=()
@@ -11,6 +13,7 @@ command -v slowhttptest >/dev/null 2>&1 || need+=(slowhttptest)
 command -v wrk >/dev/null 2>&1 || need+=(wrk)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v h2load >/dev/null 2>&1 || need+=(nghttp2-client)
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
   echo "system-deps: missing ${need[*]} (not root or no apt-get): those tests will skip" >&2

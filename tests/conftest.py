@@ -95,8 +95,8 @@ def start_bivio(*args: str, env: dict[str, str] | None = None, wait: bool = True
     full_env["PYTHONUNBUFFERED"] = "1"
     full_env.update(env or {})
     argv = [sys.executable, "-m", "bivio", *args]
-    if not any(a.startswith("--port") or a.startswith("--uds") or a.startswith("--fd")
-               for a in args) and "BIVIO_PORT" not in full_env:
+    if not any(a.startswith(("--port", "--uds", "--fd", "--bind", "-b")) for a in args) \
+            and "BIVIO_PORT" not in full_env:
         argv += ["--port", "0"]
     proc = subprocess.Popen(argv, cwd=str(cwd), env=full_env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, pass_fds=_fds(args))
@@ -270,3 +270,17 @@ def errors(caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch):
         return [r for r in caplog.records if r.name == "bivio.error"]
 
     return records
+
+
+def wait_until(predicate, timeout: float = 30.0) -> bool:
+    """Poll ``predicate`` until it is true (True) or ``timeout`` passes (False).
+
+    For conditions no event announces (a process's output, a file appearing);
+    the timeout is only a guard against hangs, never what a test measures.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return False

@@ -149,7 +149,8 @@ def test_help_lists_every_option(script):
         if option.kind == "bool":
             assert "--no-" + option.flag[2:] in text, option.flag
         for choice in option.choices:
-            assert choice in text, (option.flag, choice)
+            if choice not in dict(option.refused):  # refused values are not offered
+                assert choice in text, (option.flag, choice)
 
 
 # -- invalid options: one line, exit 2 -------------------------------------------------------
@@ -188,10 +189,11 @@ def test_missing_app():
 
 
 @pytest.mark.parametrize(("env", "expected"), [
-    ({"BIVIO_PORT": "abc"}, "--port: expected an integer, got 'abc'"),
-    ({"BIVIO_ACCESS_LOG": "maybe"}, "--access-log: expected true or false, got 'maybe'"),
-    ({"BIVIO_LIFESPAN": "sometimes"}, "--lifespan: expected one of"),
-    ({"BIVIO_LIMIT_REQUEST_BODY": "-1"}, "--limit-request-body: must be at least 0"),
+    ({"BIVIO_PORT": "abc"}, "BIVIO_PORT: expected an integer, got 'abc'"),
+    ({"BIVIO_ACCESS_LOG": "maybe"}, "BIVIO_ACCESS_LOG: expected true or false, got 'maybe'"),
+    ({"BIVIO_LIFESPAN": "sometimes"}, "BIVIO_LIFESPAN: expected one of"),
+    ({"BIVIO_LIMIT_REQUEST_BODY": "-1"}, "BIVIO_LIMIT_REQUEST_BODY: must be at least 0"),
+    ({"WEB_CONCURRENCY": "many"}, "WEB_CONCURRENCY: expected an integer, got 'many'"),
 ])
 def test_invalid_environment_value(env, expected):
     result = run_cli("tests.apps.basic:app", env=env)
@@ -341,7 +343,21 @@ def test_app_dir_defaults_to_current_directory(serve, app_dir):
 
 def test_without_app_dir_the_module_is_not_found(app_dir, tmp_path):
     line = assert_one_error_line(run_cli("cliapp:app", "--port", "0", cwd=tmp_path), 1)
-    assert line == "bivio: error: could not import module 'cliapp': no such module"
+    # It is in a directory below: the line says which --app-dir finds it.
+    assert line == ("bivio: error: could not import module 'cliapp': no such module; "
+                    "apps/cliapp.py exists: try --app-dir apps")
+
+
+def test_import_error_traceback_at_log_level_debug(tmp_path):
+    (tmp_path / "brokenapp.py").write_text("import json\njson.loads('{')\n")
+    quiet = run_cli("brokenapp:app", "--port", "0", cwd=tmp_path)
+    line = assert_one_error_line(quiet, 1)
+    assert line.startswith("bivio: error: error while importing 'brokenapp': JSONDecodeError")
+    loud = run_cli("brokenapp:app", "--port", "0", "--log-level", "debug", cwd=tmp_path)
+    assert loud.returncode == 1
+    assert "Traceback (most recent call last):" in loud.stderr
+    assert 'brokenapp.py", line 2, in <module>' in loud.stderr
+    assert loud.stderr.count("bivio: error: ") == 1
 
 
 def test_factory(serve, app_dir):

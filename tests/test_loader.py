@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import itertools
+import logging
 import sys
 import textwrap
 
@@ -13,6 +14,7 @@ import pytest
 from bivio.process.loader import (
     ASGI2Adapter,
     LoadError,
+    app_dir_hint,
     detect_interface,
     import_from_string,
     load_app,
@@ -104,6 +106,57 @@ def test_no_such_submodule(tmp_path):
         import_from_string("bivio.no_such_submodule:app", str(tmp_path))
     assert "no such module" in one_line(info.value)
     assert "'bivio.no_such_submodule'" in str(info.value)
+
+
+def test_no_such_module_suggests_the_app_dir_below_the_working_directory(tmp_path,
+                                                                         monkeypatch):
+    # examples/example/asgi.py run from the repository without --app-dir examples.
+    package = tmp_path / "examples" / "hintpkg_a"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "asgi.py").write_text("application = 1\n")
+    (tmp_path / ".hidden" / "hintpkg_b").mkdir(parents=True)  # never searched
+    (tmp_path / ".hidden" / "hintpkg_b" / "asgi.py").write_text("application = 1\n")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(LoadError) as info:
+        import_from_string("hintpkg_a.asgi:application")
+    assert one_line(info.value) == (
+        "could not import module 'hintpkg_a.asgi': no such module; "
+        "examples/hintpkg_a/asgi.py exists: try --app-dir examples")
+    with pytest.raises(LoadError) as info:
+        import_from_string("hintpkg_b.asgi:application")
+    assert one_line(info.value) == "could not import module 'hintpkg_b.asgi': no such module"
+
+
+def test_app_dir_hint_takes_the_nearest_and_skips_the_searched_directory(tmp_path):
+    for where in ("a/b/c", "z"):
+        (tmp_path / where).mkdir(parents=True)
+        (tmp_path / where / "hintmod.py").write_text("app = 1\n")
+    assert app_dir_hint("hintmod", None, tmp_path) == "; z/hintmod.py exists: try --app-dir z"
+    assert app_dir_hint("hintmod", str(tmp_path / "z"), tmp_path) == (
+        "; a/b/c/hintmod.py exists: try --app-dir a/b/c")
+    assert app_dir_hint("hintmod.sub", None, tmp_path) == ""  # a module is no package
+
+
+def test_import_error_traceback_is_kept_and_logged_at_debug(make_module, tmp_path, caplog,
+                                                          monkeypatch):
+    monkeypatch.setattr(logging.getLogger("bivio.error"), "propagate", True)
+    caplog.set_level(logging.DEBUG, logger="bivio.error")
+    name = make_module("""
+        def connect():
+            raise RuntimeError("settings are broken")
+        connect()
+    """)
+    with pytest.raises(LoadError) as info:
+        import_from_string(f"{name}:app", str(tmp_path))
+    details = info.value.details
+    assert details is not None and details.startswith("Traceback (most recent call last):")
+    assert f'{name}.py", line 4, in <module>' in details
+    assert 'raise RuntimeError("settings are broken")' in details
+    assert "importlib" not in details and "loader.py" not in details  # only the app's frames
+    debug = [r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG]
+    # A set: a handler another test left on the logger may show the record twice.
+    assert set(debug) == {f"{info.value}\n{details.rstrip()}"}
 
 
 def test_missing_dependency_is_not_reported_as_missing_module(make_module, tmp_path):

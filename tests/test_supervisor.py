@@ -82,5 +82,6 @@ def test_reload_filter():
 def test_describe_exit():
     assert describe_exit(3) == "exit code 3: application startup failed"
     assert describe_exit(1) == "exit code 1: the app could not be loaded"
+    assert describe_exit(5) == "exit code 5: requests were aborted at shutdown"
     assert describe_exit(7) == "exit code 7"
     assert describe_exit(-signal.SIGKILL) == "killed by SIGKILL"

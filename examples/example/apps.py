@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import sys
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from django.apps import AppConfig
@@ -16,8 +18,11 @@ class ExampleConfig(AppConfig):
     verbose_name = "bivio example"
 
     def ready(self) -> None:
-        # Said once per process, so a user running --workers without Redis learns
-        # why a chat message reaches only part of the room.
+        # Said once per serving process, so a user running --workers without Redis
+        # learns why a chat message reaches only part of the room. Not by management
+        # commands (make run's migrate and collectstatic), which serve no chat.
+        if Path(sys.argv[0]).name == "manage.py" and sys.argv[1:2] != ["runserver"]:
+            return
         if settings.REDIS_URL:
             where = urlsplit(settings.REDIS_URL)
             logger.info("chat: Redis channel layer at %s:%s: messages reach every worker "

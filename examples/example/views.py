@@ -86,5 +86,10 @@ def _lines_sync() -> Iterator[str]:
 
 
 def chat(request: HttpRequest, room: str) -> HttpResponse:
-    """The chat page; its script connects to ws://HOST/ws/chat/ROOM/ (ASGI mode only)."""
-    return render(request, "example/chat.html", {"room": room, "interface": interface(request)})
+    """The chat page; its script connects to ws://HOST/ws/chat/ROOM/.
+
+    The page does not decide whether WebSockets work: under hybrid mode it is served
+    through WSGI while the WebSocket goes to the ASGI app, and a proxy in front may or
+    may not pass the upgrade. The script tries, and says why when it cannot.
+    """
+    return render(request, "example/chat.html", {"room": room})

@@ -1,7 +1,9 @@
 """WSGI entry point: ``bivio example.wsgi:application --app-dir examples``.
 
 Everything but the chat's WebSocket works here (WSGI has no WebSockets); the
-chat page renders and says so.
+chat page's script finds that out, stops trying and says so. In hybrid mode
+(``bivio --django example``) this app serves the pages and example.asgi the
+WebSocket, so the chat works.
 """
 
 import os

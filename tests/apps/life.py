@@ -69,6 +69,15 @@ async def failing_startup(scope, receive, send):
     await http(scope, receive, send)
 
 
+async def raising_startup(scope, receive, send):
+    """Takes lifespan.startup, then raises: a failed startup, not a missing lifespan."""
+    if scope["type"] == "lifespan":
+        message = await receive()
+        assert message["type"] == "lifespan.startup"
+        raise RuntimeError("cannot reach the cache: code abc-987")
+    await http(scope, receive, send)
+
+
 async def django_like(scope, receive, send):
     """Raises on the lifespan scope, as Django's ASGIHandler does."""
     if scope["type"] != "http":

@@ -1,18 +1,18 @@
-"""The bundled Django example (examples/example) end to end, as ASGI and as WSGI.
+"""The bundled Django example (examples/example) end to end: as ASGI, as WSGI, and hybrid.
 
 One prepared project for the module (SQLite in a temp dir, collectstatic, a
-superuser made by ``manage.py createsuperuser``), served by two bivio
-processes with ``--static /static/=STATIC_ROOT``: the ASGI and WSGI entry points.
+superuser made by ``manage.py createsuperuser``), served by three bivio
+processes with ``--static /static/=STATIC_ROOT``: the ASGI and WSGI entry points,
+and hybrid mode (``--django example``: pages through WSGI, WebSockets through ASGI).
+The chat page's script is run under Node (``chat_page.js``) against each of them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
-import subprocess
-import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,32 +20,32 @@ import httpx
 import pytest
 from conftest import ROOT, Running, start_bivio
 
+from e2e.example_site import (
+    PASSWORD,
+    RETRY_DELAYS_MS,
+    example_args,
+    prepare_example,
+    run_chat_page,
+)
+
 pytest.importorskip("channels")
 
-EXAMPLES = ROOT / "examples"
-PASSWORD = "correct horse battery staple"
+CHAT_JS = ROOT / "examples" / "example" / "static" / "example" / "chat.js"
 
 
 @pytest.fixture(scope="module")
 def project_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    base = tmp_path_factory.mktemp("example")
-    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
-    env.update(EXAMPLE_DB_PATH=str(base / "db.sqlite3"), EXAMPLE_STATIC_ROOT=str(base / "static"),
-               DJANGO_SUPERUSER_PASSWORD=PASSWORD, PYTHONUNBUFFERED="1")
-    for command in (["migrate", "--noinput"], ["collectstatic", "--noinput", "-v", "0"],
-                    ["createsuperuser", "--noinput", "--username", "admin",
-                     "--email", "admin@example.com"]):
-        subprocess.run([sys.executable, str(EXAMPLES / "manage.py"), *command], env=env,
-                       check=True, capture_output=True, timeout=60)
-    return env
+    return prepare_example(tmp_path_factory.mktemp("example"))
 
 
-@pytest.fixture(scope="module", params=["asgi", "wsgi"])
+@pytest.fixture(scope="module", params=["asgi", "wsgi", "hybrid"])
 def site(request: pytest.FixtureRequest, project_env: dict[str, str]) -> Iterator[Running]:
-    running = start_bivio(f"example.{request.param}:application", "--app-dir", "examples",
-                          "--static", f"/static/={project_env['EXAMPLE_STATIC_ROOT']}",
+    running = start_bivio(*example_args(request.param, project_env["EXAMPLE_STATIC_ROOT"]),
                           env=project_env)
     running.mode = request.param  # type: ignore[attr-defined]
+    # Which Django handler answers the pages, and whether there are WebSockets.
+    running.interface = "asgi" if request.param == "asgi" else "wsgi"  # type: ignore[attr-defined]
+    running.websockets = request.param != "wsgi"  # type: ignore[attr-defined]
     yield running
     running.stop()
 
@@ -58,7 +58,7 @@ def test_index_and_interface(site):
     with client(site) as c:
         r = c.get("/")
     assert r.status_code == 200
-    assert f'<strong id="interface">{site.mode}</strong>' in r.text
+    assert f'<strong id="interface">{site.interface}</strong>' in r.text
     # Without Redis the example says at startup that the chat stays in one process.
     assert "in-memory channel layer" in site.output
 
@@ -66,8 +66,8 @@ def test_index_and_interface(site):
 def test_sync_and_async_views(site):
     with client(site) as c:
         sync, async_ = c.get("/sync/").json(), c.get("/async/").json()
-    assert (sync["view"], sync["interface"]) == ("sync", site.mode)
-    assert (async_["view"], async_["interface"]) == ("async", site.mode)
+    assert (sync["view"], sync["interface"]) == ("sync", site.interface)
+    assert (async_["view"], async_["interface"]) == ("async", site.interface)
 
 
 def csrf_token(html: str) -> str:
@@ -133,16 +133,94 @@ def test_streaming(site):
 
 
 def test_chat_page(site):
+    """The page no longer guesses from its own request whether WebSockets work (hybrid
+    mode serves it through WSGI and the WebSocket through ASGI): the explanation is in
+    every page, hidden, for the script to show when the WebSocket cannot be opened."""
     with client(site) as c:
         r = c.get("/chat/lobby/")
     assert r.status_code == 200
     assert 'id="room-name"' in r.text
     assert re.search(r'src="/static/example/chat\.[0-9a-f]{12}\.js"', r.text)
-    assert ("has no\nWebSockets" in r.text) is (site.mode == "wsgi")
+    warning = re.search(r'<p class="warn" id="no-websocket"( hidden)?>(.*?)</p>', r.text, re.S)
+    assert warning, "the chat page should carry the no-WebSocket explanation"
+    assert warning.group(1) == " hidden", "shown only by the script, when the WebSocket fails"
+    assert "could not be opened" in warning.group(2)
+    assert "has no\nWebSockets" not in r.text  # the old server-side guess
+
+
+def test_chat_script_retries_a_bounded_number_of_times():
+    """What can be seen without running it: a bounded list of retry delays, no fixed
+    retry loop, and the explanation shown when it gives up."""
+    script = CHAT_JS.read_text()
+    delays = re.search(r"const RETRY_DELAYS_MS = \[([^\]]*)\];", script)
+    assert delays, "chat.js should keep its retry delays in RETRY_DELAYS_MS"
+    assert [int(d) for d in delays.group(1).split(",")] == RETRY_DELAYS_MS
+    assert "setTimeout(connect, 2000)" not in script
+    assert "noWebSocket.hidden = false" in script
+
+
+def test_chat_page_script_in_node(site):
+    """The page's own script, run under Node against the server: with WebSockets (ASGI,
+    hybrid) it connects once, chats and never shows the warning; under WSGI alone it
+    tries 1 + 3 times with backoff, then stops and shows why."""
+    said = f"hello from the page ({site.mode})"
+    if site.websockets:
+        result = run_chat_page(site.url + "/chat/lobby/", say=said)
+        assert result["exit"] == 0, result
+        assert result["tries"] == [f"ws://127.0.0.1:{site.port}/ws/chat/lobby/"]
+        assert result["status"].startswith("connected to worker"), result
+        assert "(InMemoryChannelLayer)" in result["status"]
+        assert result["log"] == [f"anonymous: {said} (sent via worker {site.proc.pid})"]
+        assert result["warning_hidden"] is True
+        assert result["delays"] == []
+        return
+    result = run_chat_page(site.url + "/chat/lobby/", say=said)
+    assert result["exit"] == 0, result
+    assert len(result["tries"]) == 1 + len(RETRY_DELAYS_MS), result
+    assert result["delays"] == RETRY_DELAYS_MS
+    assert result["status"] == "no WebSocket: gave up after 4 tries"
+    assert result["warning_hidden"] is False
+    assert "example.wsgi:application" in result["warning_text"]
+    assert "--django example" in result["warning_text"]
+    assert result["log"] == []
+    # Each try reached bivio and got Django's 404, and no more came after the last.
+    assert wait_count(site, '"GET /ws/chat/lobby/ HTTP/1.1" 404', 4) == 4
+
+
+def wait_count(site: Running, text: str, count: int, timeout: float = 10.0) -> int:
+    """How often ``text`` is in the output, once it is there ``count`` times (or at the timeout)."""
+    deadline = time.monotonic() + timeout
+    while site.output.count(text) < count and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return site.output.count(text)
+
+
+@pytest.mark.parametrize("outcomes, tries, status, warning_hidden", [
+    # Browsers fire "error" then "close" for a failed handshake: one retry per failure.
+    (["fail"] * 4, 4, "no WebSocket: gave up after 4 tries", False),
+    # Node 20's WebSocket fires only "error".
+    (["error-only"] * 4, 4, "no WebSocket: gave up after 4 tries", False),
+    # A chat that worked and dropped: three retries, then it says so, without the
+    # no-WebSocket explanation (the server does have WebSockets).
+    (["welcome-drop", "fail", "fail", "fail"], 4, "disconnected; 3 retries failed: reload the "
+     "page to try again", True),
+    # A welcome starts the count again: the chat comes back after a drop.
+    (["welcome-drop", "fail", "welcome-drop", "fail", "fail", "fail"], 6,
+     "disconnected; 3 retries failed: reload the page to try again", True),
+])
+@pytest.mark.parametrize("site", ["asgi"], indirect=True)  # the page is the same in every mode
+def test_chat_script_retry_logic(site, outcomes, tries, status, warning_hidden):
+    """The retry logic against scripted WebSockets (no server WebSocket needed)."""
+    result = run_chat_page(site.url + "/chat/lobby/", fake=outcomes)
+    assert result["exit"] == 0, result
+    assert len(result["tries"]) == tries
+    assert result["status"] == status
+    assert result["warning_hidden"] is warning_hidden
+    assert result["delays"][-len(RETRY_DELAYS_MS):] == RETRY_DELAYS_MS
 
 
 def test_chat_over_websocket(site):
-    if site.mode == "wsgi":
+    if not site.websockets:
         # WSGI has no WebSockets: the upgrade is answered as plain HTTP (Django's 404).
         with client(site) as c:
             r = c.get("/ws/chat/lobby/", headers={"connection": "upgrade", "upgrade": "websocket",
@@ -169,8 +247,8 @@ def test_chat_over_websocket(site):
 
 
 def test_chat_refuses_foreign_origin(site):
-    if site.mode == "wsgi":
-        pytest.skip("WebSockets are ASGI only")
+    if not site.websockets:
+        pytest.skip("no WebSockets under WSGI alone")
     from websockets.asyncio.client import connect
     from websockets.exceptions import InvalidStatus
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import select
 import signal
 import socket
@@ -9,6 +10,8 @@ import time
 
 import httpx
 import pytest
+
+from bivio.core import exits
 
 from .test_http1 import TIMEOUT, RawConn, get
 
@@ -28,6 +31,15 @@ def wait_for_line(path, line: str, timeout: float = TIMEOUT) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if line in lines(path):
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def wait_for_count(path, line: str, count: int, timeout: float = TIMEOUT) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if lines(path).count(line) >= count:
             return True
         time.sleep(0.02)
     return False
@@ -58,6 +70,17 @@ def test_startup_failure_exits_3_with_message(serve, marker):
     assert "serving on" not in server.output
 
 
+@pytest.mark.parametrize("mode", ["auto", "on"])
+def test_app_that_raises_after_receiving_startup_exits_3(serve, marker, mode):
+    server = serve(f"{LIFE}:raising_startup", "--lifespan", mode, wait=False,
+                   env={"BIVIO_TEST_FILE": str(marker)})
+    assert exit_code(server) == 3
+    assert ("application startup failed: RuntimeError: cannot reach the cache: code abc-987"
+            in server.output)
+    assert "Traceback" in server.output  # where it raised
+    assert "serving on" not in server.output
+
+
 def test_lifespan_auto_with_app_that_raises_serves_quietly(serve, marker):
     server = serve(f"{LIFE}:django_like", "--lifespan", "auto",
                    env={"BIVIO_TEST_FILE": str(marker)})
@@ -67,6 +90,8 @@ def test_lifespan_auto_with_app_that_raises_serves_quietly(serve, marker):
     assert "Traceback" not in server.output
     assert "WARNING" not in server.output
     assert "ERROR" not in server.output
+    assert "unsupported" not in server.output
+    assert "does not handle the ASGI lifespan scope" in server.output
 
 
 def test_lifespan_on_with_app_that_raises_exits_nonzero(serve, marker):
@@ -102,6 +127,7 @@ def test_graceful_shutdown_finishes_in_flight_request(serve, marker):
 
     server.signal(signal.SIGTERM)
     assert server.wait_for_output("shutting down gracefully")
+    assert server.wait_for_output("Waiting for 1 in-flight request(s)")
     # The idle connection is closed while the slow request is still running.
     assert idle.closed_by_peer()
     assert server.proc.poll() is None
@@ -117,6 +143,7 @@ def test_graceful_shutdown_finishes_in_flight_request(serve, marker):
     assert busy.closed_by_peer()
     assert exit_code(server) == 0
     assert lines(marker) == ["startup", "request", "shutdown"]
+    assert "Aborted" not in server.output
 
 
 def test_graceful_shutdown_timeout_cancels_request(serve, marker):
@@ -126,9 +153,13 @@ def test_graceful_shutdown_timeout_cancels_request(serve, marker):
     busy.send(get("/slow?30"))
     assert wait_for_line(marker, "request")
     server.signal(signal.SIGTERM)
-    assert exit_code(server, timeout=20) == 0
+    assert exit_code(server, timeout=20) == exits.ABORTED
     assert busy.read_to_eof() == b""  # cut off: no response
-    assert "Graceful shutdown timed out" in server.output
+    assert "Waiting for 1 in-flight request(s), up to 1s" in server.output
+    assert "Graceful shutdown timed out after 1s: cancelling 1 request(s)" in server.output
+    assert re.search(r"Aborted GET /slow from 127\.0\.0\.1:\d+: "
+                     r"--timeout-graceful-shutdown \(1s\) expired", server.output), server.output
+    assert "1 request(s) were aborted" in server.output
     assert lines(marker) == ["startup", "request", "shutdown"]
 
 
@@ -136,9 +167,18 @@ def test_second_signal_closes_at_once(serve, marker):
     server = serve(f"{LIFE}:app", env={"BIVIO_TEST_FILE": str(marker)})
     busy = RawConn.to(server, timeout=30)
     busy.send(get("/slow?30"))
-    assert wait_for_line(marker, "request")
-    server.signal(signal.SIGTERM)
+    other = RawConn.to(server, timeout=30)
+    other.send(get("/gated"))
+    assert wait_for_count(marker, "request", 2)
+    server.signal(signal.SIGINT)
     assert server.wait_for_output("shutting down gracefully")
-    server.signal(signal.SIGTERM)
-    assert exit_code(server, timeout=20) == 0
+    assert server.wait_for_output("Waiting for 2 in-flight request(s), up to 30s "
+                                  "(--timeout-graceful-shutdown; Ctrl-C again to force)")
+    server.signal(signal.SIGINT)
+    assert exit_code(server, timeout=20) == exits.ABORTED
     assert busy.read_to_eof() == b""
+    assert other.read_to_eof() == b""
+    aborted = re.findall(r"Aborted GET (\S+) from [\d.:]+: closed by a second signal",
+                         server.output)
+    assert sorted(aborted) == ["/gated", "/slow"], server.output
+    assert "Graceful shutdown timed out" not in server.output

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 
 import httpx
+import pytest
 
 from .test_workers import LONG, TIMEOUT, wait_until
 
@@ -74,9 +78,81 @@ def test_reload_include_and_exclude(serve, tmp_path):
 def test_reload_without_a_valid_app_at_start_waits_for_a_fix(serve, tmp_path):
     app = tmp_path / "devapp3.py"
     app.write_text("raise RuntimeError('not yet')\n")
-    server = serve("devapp3:app", "--reload", "--app-dir", str(tmp_path))
+    # No "serving on" yet: the banner waits for a worker that is ready.
+    server = serve("devapp3:app", "--reload", "--app-dir", str(tmp_path), wait=False)
     assert wait_until(lambda: "RuntimeError: not yet" in server.output), server.output
     assert wait_until(lambda: "Waiting for a file change" in server.output), server.output
     assert server.proc.poll() is None
+    assert "serving on" not in server.output
     write_app(app, b"fixed")
+    server.wait_ready()
     assert serves(server, b"fixed"), server.output
+
+
+# -- Django: views are imported before a new worker counts as ready ---------------------------
+
+DJANGO_FILES = {
+    "__init__.py": "",
+    "settings.py": (
+        "SECRET_KEY = 'reload-test'\nDEBUG = False\nALLOWED_HOSTS = ['*']\n"
+        "ROOT_URLCONF = 'devsite.urls'\nINSTALLED_APPS = []\nMIDDLEWARE = []\nDATABASES = {}\n"
+    ),
+    "urls.py": "from django.urls import path\n\nfrom . import views\n\n"
+               "urlpatterns = [path('', views.index)]\n",
+    "asgi.py": "import os\n\nfrom django.core.asgi import get_asgi_application\n\n"
+               "os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'devsite.settings')\n"
+               "application = get_asgi_application()\n",
+}
+VIEWS_TEMPLATE = '''from django.http import HttpResponse
+
+
+def index(request):
+    return HttpResponse({body!r}, content_type="text/plain")
+'''
+BROKEN_VIEWS = "from django.http import HttpResponse\n\n\ndef index(request)\n    return 1\n"
+
+
+def django_project(tmp_path, views: str):
+    site = tmp_path / "devsite"
+    site.mkdir()
+    for name, text in DJANGO_FILES.items():
+        (site / name).write_text(text)
+    (site / "views.py").write_text(views)
+    return site
+
+
+def test_reload_keeps_the_old_django_worker_when_a_lazily_imported_view_breaks(serve, tmp_path):
+    pytest.importorskip("django")
+    site = django_project(tmp_path, VIEWS_TEMPLATE.format(body="v1"))
+    server = serve("devsite.asgi:application", "--reload", "--app-dir", str(tmp_path),
+                   env={"DJANGO_SETTINGS_MODULE": "devsite.settings"})
+    assert serves(server, b"v1"), server.output
+
+    # Django imports views.py on the first request, not at get_asgi_application(): without
+    # the URLconf check this new worker would be "ready" and answer every request with a 500.
+    (site / "views.py").write_text(BROKEN_VIEWS)
+    assert wait_until(lambda: "Waiting for a file change" in server.output), server.output
+    assert ("Django URLconf 'devsite.urls' does not load: SyntaxError" in server.output), \
+        server.output
+    assert body(server) == b"v1"  # the old worker still serves the last good code
+    assert len(re.findall(r"Worker \[\d+\] ready", server.output)) == 1
+
+    (site / "views.py").write_text(VIEWS_TEMPLATE.format(body="v22"))
+    assert serves(server, b"v22"), server.output
+    assert server.stop() == 0
+
+
+def test_a_django_app_with_a_broken_view_does_not_start(tmp_path):
+    pytest.importorskip("django")
+    django_project(tmp_path, BROKEN_VIEWS)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BIVIO_")}
+    env["DJANGO_SETTINGS_MODULE"] = "devsite.settings"
+    result = subprocess.run([sys.executable, "-m", "bivio", "devsite.asgi:application",
+                             "--port", "0", "--app-dir", str(tmp_path)],
+                            env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1, result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("bivio: error: Django URLconf 'devsite.urls' does not load: "
+                               "SyntaxError"), lines
+    assert "views.py" in lines[0]

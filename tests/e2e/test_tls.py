@@ -21,14 +21,13 @@ import ssl
 import subprocess
 import sys
 import threading
-import time
 import warnings
 from pathlib import Path
 
 import httpx
 import pytest
 from certs import PASSWORD, Certs, make_certs, reissue, serial_of
-from conftest import ROOT, read_one_response, read_until_close, start_bivio
+from conftest import ROOT, read_one_response, read_until_close, start_bivio, wait_until
 from websockets.asyncio.client import connect
 
 APP = "tests.apps.tls:app"
@@ -93,14 +92,6 @@ def served_serial(port: int, ctx: ssl.SSLContext) -> int:
     with tls_connect(port, ctx) as tls:
         return serial_of(tls.getpeercert(binary_form=True))
 
-
-def wait_until(predicate, timeout: float = LONG) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 def ready_pids(server) -> list[int]:
@@ -334,7 +325,7 @@ def test_the_password_never_reaches_a_worker_command_line(serve, certs: Certs) -
     assert served_serial(server.port, certs.client_context()) == \
         serial_of(certs.cert.read_bytes())
     cmdline = Path(f"/proc/{worker}/cmdline").read_bytes()
-    assert b"ssl_keyfile" in cmdline  # the options are there...
+    assert b"bivio: worker 1 [" in cmdline  # its short title is there...
     assert PASSWORD.encode() not in cmdline  # ...but not the password
 
 

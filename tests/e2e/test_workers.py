@@ -17,6 +17,9 @@ import time
 
 import httpx
 import pytest
+from conftest import wait_until
+
+from bivio.core import exits
 
 from .test_http1 import TIMEOUT
 
@@ -27,14 +30,6 @@ LONG = 30.0  # only against hangs
 def ready_pids(server) -> list[int]:
     return [int(p) for p in re.findall(r"Worker \[(\d+)\] ready", server.output)]
 
-
-def wait_until(predicate, timeout: float = LONG) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 def wait_ready(server, count: int) -> list[int]:
@@ -142,6 +137,44 @@ def test_sigterm_lets_in_flight_requests_finish(serve, tmp_path):
     assert exit_code(server) == 0
     assert sorted(marker.read_text().split()) == ["request", "shutdown", "shutdown",
                                                   "startup", "startup"]  # lifespan per worker
+
+
+def gated_request(server, marker) -> socket.socket:
+    """A request held in a worker until the test creates ``marker.go`` (tests.apps.life)."""
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=LONG)
+    sock.sendall(b"GET /gated HTTP/1.1\r\nhost: test\r\n\r\n")
+    assert wait_until(lambda: marker.exists() and "request" in marker.read_text().split())
+    return sock
+
+
+def test_second_signal_aborts_requests_and_exits_5(serve, tmp_path):
+    marker = tmp_path / "marker"
+    server = serve("tests.apps.life:app", "--workers", "2", env={"BIVIO_TEST_FILE": str(marker)})
+    wait_ready(server, 2)
+    sock = gated_request(server, marker)
+    server.signal(signal.SIGINT)
+    assert wait_until(lambda: "Waiting for 1 in-flight request(s)" in server.output)
+    server.signal(signal.SIGINT)
+    assert exit_code(server) == exits.ABORTED
+    assert sock.recv(100) == b""  # cut off
+    assert re.search(r"Aborted GET /gated from 127\.0\.0\.1:\d+: closed by a second signal",
+                     server.output), server.output
+    assert re.search(r"Worker \[\d+\] stopped \(exit code 5: requests were aborted at "
+                     r"shutdown\)", server.output), server.output
+
+
+def test_requests_aborted_by_a_rolling_restart_do_not_change_the_exit_code(serve, tmp_path):
+    marker = tmp_path / "marker"
+    server = serve("tests.apps.life:app", "--workers", "1", "--timeout-graceful-shutdown", "0",
+                   env={"BIVIO_TEST_FILE": str(marker)})
+    [old] = wait_ready(server, 1)
+    sock = gated_request(server, marker)
+    server.signal(signal.SIGHUP)
+    assert wait_until(lambda: f"Worker [{old}] stopped (exit code 5" in server.output), \
+        server.output
+    assert sock.recv(100) == b""
+    assert "Aborted GET /gated" in server.output
+    assert server.stop() == 0  # bivio's own shutdown cut nothing off
 
 
 # -- keeping workers alive ---------------------------------------------------------------
@@ -264,10 +297,23 @@ def test_lifespan_startup_failure_stops_the_server_with_exit_3(serve, tmp_path):
 
 
 def test_import_failure_stops_the_server_with_exit_1(serve):
-    server = serve("tests.apps.no_such_module:app", "--workers", "2", wait=False)
+    server = serve("tests.apps.no_such_module:app", "--workers", "3", wait=False)
     assert exit_code(server) == 1
-    assert "could not import module 'tests.apps.no_such_module'" in server.output
+    # Printed once by the supervisor, however many workers failed on it.
+    assert server.output.count(
+        "bivio: error: could not import module 'tests.apps.no_such_module'") == 1, server.output
     assert "respawn" not in server.output
+
+
+def test_import_error_traceback_once_at_log_level_debug(serve, tmp_path):
+    (tmp_path / "brokenworker.py").write_text("import json\njson.loads('{')\n")
+    server = serve("brokenworker:app", "--workers", "3", "--app-dir", str(tmp_path),
+                   "--log-level", "debug", wait=False)
+    assert exit_code(server) == 1
+    assert server.output.count("bivio: error: error while importing 'brokenworker': "
+                               "JSONDecodeError") == 1, server.output
+    assert server.output.count("Traceback (most recent call last):") == 1, server.output
+    assert 'brokenworker.py", line 2, in <module>' in server.output
 
 
 def test_worker_dying_during_boot_for_another_reason_exits_4(serve, tmp_path):

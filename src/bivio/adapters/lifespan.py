@@ -1,8 +1,11 @@
 """The ASGI lifespan protocol: startup before serving, shutdown after draining.
 
-``--lifespan auto`` treats an app that raises on the lifespan scope before
-answering as one that does not support it (Django's ASGI handler raises
-``ValueError``): logged at info, no traceback, and serving goes on.
+``--lifespan auto`` treats an app that raises on the lifespan scope before it
+received anything as one that does not use the protocol (Django's ASGI handler
+raises ``ValueError`` on any scope but HTTP): one info line that says so, the
+exception at debug, and serving goes on. An app that received
+``lifespan.startup`` and then raised has a failed startup, whatever the mode:
+the exception is logged with its traceback and the server does not start.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ class Lifespan:
         self._task: asyncio.Task[None] | None = None
         self._supported = True
         self._failure: str | None = None
-        self._error = False
+        self._received = False  # the app has taken a message: it speaks lifespan
 
     async def startup(self) -> None:
         if self.mode == "off":
@@ -57,15 +60,19 @@ class Lifespan:
         except BaseException as exc:
             if isinstance(exc, (KeyboardInterrupt, SystemExit)):
                 raise
-            if not self._startup_done.is_set() and self.mode == "auto":
+            if not self._startup_done.is_set() and self.mode == "auto" and not self._received:
                 self._supported = False
-                logger.info("ASGI 'lifespan' protocol appears unsupported (%s: %s); "
-                            "continuing without it", type(exc).__name__, exc)
+                logger.info("The application does not handle the ASGI lifespan scope (normal "
+                            "for Django): serving without startup and shutdown events")
+                logger.debug("The lifespan scope raised before receiving a message: %s: %s",
+                             type(exc).__name__, exc)
             elif isinstance(exc, asyncio.CancelledError):
                 raise
             else:
                 self._failure = f"{type(exc).__name__}: {exc}"
-                logger.error("Exception in 'lifespan' protocol", exc_info=exc)
+                when = "after" if self._startup_done.is_set() else "during"
+                logger.error("Exception in the application's lifespan scope %s startup", when,
+                             exc_info=exc)
         else:
             if not self._startup_done.is_set() and self.mode == "auto":
                 self._supported = False
@@ -76,7 +83,9 @@ class Lifespan:
             self._shutdown_done.set()
 
     async def _receive(self) -> dict[str, Any]:
-        return await self._receive_queue.get()
+        message = await self._receive_queue.get()
+        self._received = True
+        return message
 
     async def _send(self, message: dict[str, Any]) -> None:
         kind = message["type"]

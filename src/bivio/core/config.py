@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from .envfile import EnvFileError, read_env_file
 from .headers import valid_name, valid_value
 from .paths import PathError, normalize_mounts, normalize_prefix
 
@@ -26,11 +27,17 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class Option:
-    """One option: its name (``snake_case``), type, default and help text.
+    """One option: its name (``snake_case``), type, default, help text and group.
 
     ``kind`` is one of ``str``, ``int``, ``float``, ``bool``, ``list`` (repeatable
-    string) or ``choice``. The CLI flag is ``--name-with-dashes``; booleans also
-    get ``--no-name``; the environment variable is ``BIVIO_NAME``.
+    string) or ``choice``. The CLI flag is ``--name-with-dashes`` (plus ``short``,
+    e.g. ``-w``); booleans also get ``--no-name``; the environment variable is
+    ``BIVIO_NAME``. ``group`` is the section of ``bivio --help`` and of the
+    README's flag tables it belongs to (one of :data:`GROUPS`, in that order).
+    ``refused`` lists values that are recognised (uvicorn's) but refused, each
+    with the one-line reason and what to use instead. ``bool_value``: a boolean
+    that also takes ``true``/``false`` after the flag, as uvicorn's
+    ``--ws-per-message-deflate true`` does.
     """
 
     name: str
@@ -41,7 +48,10 @@ class Option:
     metavar: str | None = None
     minimum: float | None = None
     maximum: float | None = None
-    cli: bool = True
+    group: str = ""
+    short: str | None = None
+    refused: tuple[tuple[str, str], ...] = ()
+    bool_value: bool = False
 
     @property
     def flag(self) -> str:
@@ -52,173 +62,278 @@ class Option:
         return "BIVIO_" + self.name.upper()
 
 
+GROUPS: tuple[str, ...] = (
+    "Binding",
+    "TLS",
+    "HTTP/2",
+    "Application and hybrid mode",
+    "Behind a proxy",
+    "Logging",
+    "Limits and timeouts",
+    "Response headers",
+    "Workers and reload",
+    "WebSockets",
+    "Static files",
+)
+"""The option groups, in the order ``bivio --help`` and the README show them."""
+
+_BIND, _TLS, _H2, _APP, _PROXY, _LOG, _LIMIT, _HEADERS, _WORKERS, _WS, _STATIC = GROUPS
+
 OPTIONS: tuple[Option, ...] = (
-    Option("host", "str", "127.0.0.1", "Bind socket to this host.", metavar="HOST"),
+    # -- Binding
+    Option("host", "str", "127.0.0.1", "Bind socket to this host.", metavar="HOST",
+           group=_BIND),
     Option("port", "int", 8000, "Bind socket to this port (0 picks a free one).",
-           minimum=0, maximum=65535),
-    Option("uds", "str", None, "Bind to a UNIX domain socket at this path.", metavar="PATH"),
-    Option("fd", "int", None, "Serve on an already bound socket: this file descriptor.", minimum=0),
+           minimum=0, maximum=65535, group=_BIND),
+    Option("uds", "str", None, "Bind to a UNIX domain socket at this path.", metavar="PATH",
+           group=_BIND),
+    Option("fd", "int", None, "Serve on an already bound socket: this file descriptor.",
+           minimum=0, group=_BIND),
+    Option("bind", "list", (),
+           "gunicorn's spelling of the address: HOST:PORT, HOST, [IPv6]:PORT, unix:PATH or "
+           "fd://N, instead of --host/--port/--uds/--fd. One address: bivio listens on one "
+           "socket.", metavar="ADDRESS", group=_BIND, short="-b"),
+    Option("backlog", "int", 2048, "Maximum number of pending connections.", minimum=1,
+           group=_BIND),
+    # -- TLS
     Option("ssl_certfile", "str", None,
            "Serve HTTPS: the server certificate (PEM; may hold the chain and the key).",
-           metavar="PATH"),
-    Option("ssl_keyfile", "str", None, "The certificate's private key (PEM).", metavar="PATH"),
+           metavar="PATH", group=_TLS),
+    Option("ssl_keyfile", "str", None, "The certificate's private key (PEM).", metavar="PATH",
+           group=_TLS),
     Option("ssl_keyfile_password", "str", None, "Password of an encrypted --ssl-keyfile.",
-           metavar="PASSWORD"),
+           metavar="PASSWORD", group=_TLS),
     Option("ssl_ca_certs", "str", None,
            "CA certificates (PEM) that client certificates are verified against.",
-           metavar="PATH"),
+           metavar="PATH", group=_TLS),
     Option("ssl_cert_reqs", "choice", "none",
            "Client certificates: none, optional or required (uvicorn's 0, 1, 2 work too).",
-           choices=("none", "optional", "required", "0", "1", "2")),
+           choices=("none", "optional", "required", "0", "1", "2"), group=_TLS),
     Option("ssl_ciphers", "str", None,
            "OpenSSL cipher list for TLS 1.2 (TLS 1.3 suites are OpenSSL's). "
-           "Default: OpenSSL's secure default.", metavar="CIPHERS"),
+           "Default: OpenSSL's secure default.", metavar="CIPHERS", group=_TLS),
     Option("ssl_min_version", "choice", "1.2", "Oldest TLS version accepted.",
-           choices=("1.2", "1.3")),
+           choices=("1.2", "1.3"), group=_TLS),
+    Option("ssl_version", "int", None,
+           "uvicorn's ssl module protocol number: 17 (PROTOCOL_TLS_SERVER, uvicorn's default) "
+           "or 2 (PROTOCOL_TLS) mean what bivio does, TLS 1.2 and 1.3; other values are "
+           "refused (use --ssl-min-version).", group=_TLS),
     Option("timeout_tls_handshake", "float", 10.0,
            "Drop a client that has not finished its TLS handshake within this many seconds.",
-           minimum=0.1),
+           minimum=0.1, group=_TLS),
+    # -- HTTP/2
     Option("http", "choice", "auto",
            "HTTP versions: auto (HTTP/1.1 and HTTP/2: ALPN over TLS, prior knowledge or "
-           "Upgrade: h2c in cleartext), h1 (HTTP/1.1 only) or h2 (HTTP/2 only).",
-           choices=("auto", "h1", "h2")),
-    Option("app_dir", "str", ".", "Put this directory first on sys.path before importing the app."),
-    Option("factory", "bool", False, "Treat MODULE:ATTR as a factory that returns the app."),
-    Option("interface", "choice", "auto",
-           "Application interface: auto (detect), asgi3, asgi2 or wsgi.",
-           choices=("auto", "asgi3", "asgi2", "wsgi")),
-    Option("asgi_app", "str", None,
-           "Hybrid mode: also serve this ASGI app (MODULE:ATTR) in the same worker; it gets "
-           "WebSocket upgrades and --asgi-path requests, the WSGI app gets the rest.",
-           metavar="MODULE:ATTR"),
-    Option("asgi_path", "list", (),
-           "Hybrid mode: send requests under this path prefix to --asgi-app (repeatable; "
-           "whole segments: /events matches /events/x, not /eventsx).", metavar="PREFIX"),
-    Option("django", "str", None,
-           "Hybrid mode for a Django project: serve PROJECT.wsgi:application and "
-           "PROJECT.asgi:application; sets DJANGO_SETTINGS_MODULE to PROJECT.settings "
-           "if unset. MODULE:ATTR becomes optional.", metavar="PROJECT"),
-    Option("threads", "int", None,
-           "WSGI thread pool size per worker. Default: min(32, CPUs + 4).", minimum=1),
-    Option("wsgi_body", "choice", "buffer",
-           "WSGI request bodies: buffer (read whole on the event loop, in memory then a "
-           "temporary file, before a thread runs the app) or stream (the app reads "
-           "wsgi.input from the socket, holding its thread while the client sends).",
-           choices=("buffer", "stream")),
-    Option("wsgi_response_buffer", "int", 64 * 1024 * 1024,
-           "WSGI responses: bytes of a response the app thread may write to a temporary "
-           "file when the client stops reading, so the thread is freed when the app is done "
-           "rather than when the client has read (0: the thread waits for the client).",
-           metavar="BYTES", minimum=0),
-    Option("root_path", "str", "", "Mount point of the app (ASGI root_path); with a proxy prefix."),
-    Option("proxy_headers", "bool", True,
-           "Trust X-Forwarded-For / X-Forwarded-Proto from --forwarded-allow-ips."),
-    Option("forwarded_allow_ips", "str", None,
-           "Comma-separated IPs or networks trusted for proxy headers ('*' for all). "
-           "Default: $FORWARDED_ALLOW_IPS or 127.0.0.1.", metavar="IPS"),
-    Option("log_level", "choice", "info", "Server log level.", choices=LOG_LEVELS),
-    Option("access_log", "bool", True, "Log one line per request."),
-    Option("timeout_keep_alive", "float", 5.0,
-           "Close a keep-alive connection idle for this many seconds.", minimum=0.0),
-    Option("timeout_request_header", "float", 10.0,
-           "A client must send a whole request head within this many seconds (slowloris).",
-           minimum=0.0),
-    Option("timeout_request_body", "float", 30.0,
-           "A request body that makes no progress for this many seconds gets 408 and the "
-           "connection closes (0: never). The clock stops while bivio itself stops reading.",
-           minimum=0.0),
-    Option("timeout_send", "float", 60.0,
-           "Drop a client that reads none of a response (or WebSocket messages) for this many "
-           "seconds while the write buffer is full (0: never).",
-           minimum=0.0),
-    Option("timeout_graceful_shutdown", "float", 30.0,
-           "On shutdown, wait this long for in-flight requests before closing them.",
-           minimum=0.0),
-    Option("limit_concurrency", "int", None,
-           "Answer 503 once this many requests are in flight.", minimum=1),
-    Option("backlog", "int", 2048, "Maximum number of pending connections.", minimum=1),
-    Option("limit_request_line", "int", 8190,
-           "Longest request target (the URL of the request line) in bytes; longer gets 414.",
-           minimum=64),
-    Option("limit_request_fields", "int", 100,
-           "Most header fields in a request; more gets 431.", minimum=1),
-    Option("limit_request_field_size", "int", 8190,
-           "Longest header field (name + value) in bytes; longer gets 431.", minimum=64),
-    Option("limit_request_body", "int", 100 * 1024 * 1024,
-           "Largest request body in bytes; larger gets 413 (0: no limit).", minimum=0),
+           "Upgrade: h2c in cleartext), h1 (HTTP/1.1 only) or h2 (HTTP/2 only). uvicorn's "
+           "httptools and zttp mean h1 (HTTP/1.1, parsed by httptools), or auto with --http2.",
+           choices=("auto", "h1", "h2", "httptools", "zttp", "h11"), group=_H2,
+           refused=(("h11", "bivio has no h11 implementation (its HTTP/1.1 parser is "
+                             "httptools): use --http h1 for HTTP/1.1 only, or leave --http "
+                             "out"),)),
+    Option("http2", "bool", None,
+           "uvicorn's HTTP/2 switch: --http2 serves HTTP/2 too (as --http auto does), "
+           "--no-http2 serves HTTP/1.1 only (--http h1). Default: as --http says.",
+           group=_H2),
     Option("h2_max_concurrent_streams", "int", 100,
            "HTTP/2: streams a client may have open at once (SETTINGS_MAX_CONCURRENT_STREAMS).",
-           minimum=1),
+           minimum=1, group=_H2),
     Option("h2_initial_window_size", "int", 1024 * 1024,
            "HTTP/2: bytes of request body a stream may send before the app reads "
            "(SETTINGS_INITIAL_WINDOW_SIZE); the connection's window is 4 times this.",
-           minimum=65535, maximum=2**31 - 1),
+           minimum=65535, maximum=2**31 - 1, group=_H2),
     Option("h2_max_frame_size", "int", 16384,
            "HTTP/2: largest frame payload the client may send (SETTINGS_MAX_FRAME_SIZE).",
-           minimum=16384, maximum=2**24 - 1),
+           minimum=16384, maximum=2**24 - 1, group=_H2),
     Option("h2_max_header_list_size", "int", 65536,
            "HTTP/2: largest decoded request header list in bytes (HPACK bombs); larger "
-           "closes the connection.", minimum=1024),
+           "closes the connection.", minimum=1024, group=_H2),
     Option("h2_max_requests", "int", 10000,
            "HTTP/2: streams one connection may open in its life; then GOAWAY and the client "
-           "reconnects.", minimum=1),
+           "reconnects.", minimum=1, group=_H2),
     Option("h2_max_control_frames", "int", 1000,
            "HTTP/2 flood limit: frames that carry no request (PING, SETTINGS, PRIORITY, "
            "WINDOW_UPDATE, RST_STREAM, empty DATA, unknown) a connection may send beyond "
            "what its requests and responses earn back; more gets GOAWAY ENHANCE_YOUR_CALM.",
-           minimum=10),
+           minimum=10, group=_H2),
     Option("h2_max_reset_streams", "int", 200,
            "HTTP/2 rapid-reset limit: streams a client may reset before their response "
            "completed, beyond the responses it let complete; more gets GOAWAY "
-           "ENHANCE_YOUR_CALM.", minimum=1),
+           "ENHANCE_YOUR_CALM.", minimum=1, group=_H2),
     Option("h2_ping_interval", "float", 20.0,
            "HTTP/2: PING a connection that has streams in progress every this many seconds "
-           "(0: never); no answer within --h2-ping-timeout closes it.", minimum=0.0),
+           "(0: never); no answer within --h2-ping-timeout closes it.", minimum=0.0,
+           group=_H2),
     Option("h2_ping_timeout", "float", 20.0,
            "HTTP/2: close a connection whose PING gets no answer within this many seconds.",
-           minimum=0.1),
-    Option("lifespan", "choice", "auto", "ASGI lifespan protocol.", choices=("auto", "on", "off")),
-    Option("loop", "choice", "auto", "Event loop.", choices=("auto", "asyncio", "uvloop")),
+           minimum=0.1, group=_H2),
+    # -- Application and hybrid mode
+    Option("app_dir", "str", ".",
+           "Put this directory first on sys.path before importing the app.", metavar="DIR",
+           group=_APP),
+    Option("factory", "bool", False, "Treat MODULE:ATTR as a factory that returns the app.",
+           group=_APP),
+    Option("interface", "choice", "auto",
+           "Application interface: auto (detect), asgi3, asgi2 or wsgi.",
+           choices=("auto", "asgi3", "asgi2", "wsgi"), group=_APP),
+    Option("asgi_app", "str", None,
+           "Hybrid mode: also serve this ASGI app (MODULE:ATTR) in the same worker; it gets "
+           "WebSocket upgrades and --asgi-path requests, the WSGI app gets the rest.",
+           metavar="MODULE:ATTR", group=_APP),
+    Option("asgi_path", "list", (),
+           "Hybrid mode: send requests under this path prefix to --asgi-app (repeatable; "
+           "whole segments: /events matches /events/x, not /eventsx).", metavar="PREFIX",
+           group=_APP),
+    Option("django", "str", None,
+           "Hybrid mode for a Django project: serve PROJECT.wsgi:application and "
+           "PROJECT.asgi:application; sets DJANGO_SETTINGS_MODULE to PROJECT.settings "
+           "if unset. MODULE:ATTR becomes optional.", metavar="PROJECT", group=_APP),
+    Option("threads", "int", None,
+           "WSGI thread pool size per worker. Default: min(32, CPUs + 4).", minimum=1,
+           group=_APP),
+    Option("wsgi_body", "choice", "buffer",
+           "WSGI request bodies: buffer (read whole on the event loop, in memory then a "
+           "temporary file, before a thread runs the app) or stream (the app reads "
+           "wsgi.input from the socket, holding its thread while the client sends).",
+           choices=("buffer", "stream"), group=_APP),
+    Option("wsgi_response_buffer", "int", 64 * 1024 * 1024,
+           "WSGI responses: bytes of a response the app thread may write to a temporary "
+           "file when the client stops reading, so the thread is freed when the app is done "
+           "rather than when the client has read (0: the thread waits for the client).",
+           metavar="BYTES", minimum=0, group=_APP),
+    Option("lifespan", "choice", "auto", "ASGI lifespan protocol.",
+           choices=("auto", "on", "off"), group=_APP),
+    Option("loop", "choice", "auto", "Event loop: auto (uvloop when installed), asyncio, uvloop.",
+           choices=("auto", "asyncio", "uvloop", "zuvloop"), group=_APP,
+           refused=(("zuvloop", "bivio does not run on zuvloop: use uvloop (auto picks it "
+                                "when installed) or asyncio"),)),
+    Option("env_file", "str", None,
+           "Load environment variables from this dotenv file (KEY=VALUE lines) before "
+           "anything else; variables already set win. BIVIO_* lines in it count.",
+           metavar="PATH", group=_APP),
+    Option("reset_contextvars", "bool", False,
+           "Run each request in a fresh contextvars.Context, hiding context variables set "
+           "before bivio started serving.", group=_APP),
+    # -- Behind a proxy
+    Option("proxy_headers", "bool", True,
+           "Trust X-Forwarded-For / X-Forwarded-Proto from --forwarded-allow-ips.",
+           group=_PROXY),
+    Option("forwarded_allow_ips", "str", None,
+           "Comma-separated IPs or networks trusted for proxy headers ('*' for all). "
+           "Default: $FORWARDED_ALLOW_IPS or 127.0.0.1.", metavar="IPS", group=_PROXY),
+    Option("root_path", "str", "",
+           "Mount point of the app (ASGI root_path), when a proxy serves it under a prefix.",
+           metavar="PATH", group=_PROXY),
+    # -- Logging
+    Option("log_level", "choice", "info", "Server log level.", choices=LOG_LEVELS,
+           group=_LOG),
+    Option("access_log", "bool", True, "Log one line per request.", group=_LOG),
+    Option("log_config", "str", None,
+           "Configure logging from this file first: .json or .yaml (logging.config."
+           "dictConfig) or .ini (fileConfig). bivio's loggers: bivio.error, bivio.access.",
+           metavar="PATH", group=_LOG),
+    Option("use_colors", "bool", False, "Colour the level names of log lines.", group=_LOG),
+    Option("access_logfile", "str", None,
+           "gunicorn's: write the access log to this file instead of stderr ('-': stdout).",
+           metavar="FILE", group=_LOG),
+    Option("error_logfile", "str", None,
+           "gunicorn's: write the server log to this file instead of stderr ('-': stderr).",
+           metavar="FILE", group=_LOG),
+    # -- Limits and timeouts
+    Option("timeout_keep_alive", "float", 5.0,
+           "Close a keep-alive connection idle for this many seconds.", minimum=0.0,
+           group=_LIMIT),
+    Option("timeout_request_header", "float", 10.0,
+           "A client must send a whole request head within this many seconds (slowloris).",
+           minimum=0.0, group=_LIMIT),
+    Option("timeout_request_body", "float", 30.0,
+           "A request body that makes no progress for this many seconds gets 408 and the "
+           "connection closes (0: never). The clock stops while bivio itself stops reading.",
+           minimum=0.0, group=_LIMIT),
+    Option("timeout_send", "float", 60.0,
+           "Drop a client that reads none of a response (or WebSocket messages) for this many "
+           "seconds while the write buffer is full (0: never).",
+           minimum=0.0, group=_LIMIT),
+    Option("timeout_graceful_shutdown", "float", 30.0,
+           "On shutdown, wait this long for in-flight requests before closing them.",
+           minimum=0.0, group=_LIMIT),
+    Option("limit_concurrency", "int", None,
+           "Answer 503 once this many requests are in flight.", minimum=1, group=_LIMIT),
+    Option("limit_request_line", "int", 8190,
+           "Longest request target (the URL of the request line) in bytes; longer gets 414.",
+           minimum=64, group=_LIMIT),
+    Option("limit_request_fields", "int", 100,
+           "Most header fields in a request; more gets 431.", minimum=1, group=_LIMIT),
+    Option("limit_request_field_size", "int", 8190,
+           "Longest header field (name + value) in bytes; longer gets 431.", minimum=64,
+           group=_LIMIT),
+    Option("limit_request_body", "int", 100 * 1024 * 1024,
+           "Largest request body in bytes; larger gets 413 (0: no limit).", minimum=0,
+           group=_LIMIT),
+    Option("h11_max_incomplete_event_size", "int", None,
+           "uvicorn's cap on an HTTP/1.1 request head still being received, in bytes; "
+           "larger gets 431. Default: what the --limit-request-* flags allow.",
+           metavar="BYTES", minimum=1, group=_LIMIT),
+    # -- Response headers
+    Option("header", "list", (), "Add a default response header NAME:VALUE (repeatable).",
+           metavar="NAME:VALUE", group=_HEADERS),
+    Option("server_header", "bool", True, "Send 'server: bivio'.", group=_HEADERS),
+    Option("date_header", "bool", True, "Send the Date header.", group=_HEADERS),
+    # -- Workers and reload
     Option("workers", "int", None,
            "Run this many worker processes under a supervisor (also $WEB_CONCURRENCY). "
-           "Default: one process, no supervisor.", minimum=1),
+           "Default: one process, no supervisor.", minimum=1, group=_WORKERS, short="-w"),
     Option("timeout_worker_healthcheck", "float", 30.0,
            "Kill and replace a worker whose event loop has been blocked this many seconds.",
-           minimum=0.1),
+           minimum=0.1, group=_WORKERS),
     Option("limit_max_requests", "int", None,
            "Replace a worker gracefully after it has served about this many requests.",
-           minimum=1),
+           minimum=1, group=_WORKERS),
     Option("limit_max_requests_jitter", "int", 0,
            "Add a random 0..N to each worker's --limit-max-requests so they do not "
-           "all restart at once.", minimum=0),
-    Option("reload", "bool", False, "Restart the worker when code changes (development)."),
+           "all restart at once.", minimum=0, group=_WORKERS),
+    Option("reload", "bool", False, "Restart the worker when code changes (development).",
+           group=_WORKERS),
     Option("reload_dir", "list", (),
-           "Watch this directory for --reload (repeatable). Default: --app-dir.", metavar="DIR"),
+           "Watch this directory for --reload (repeatable). Default: --app-dir.",
+           metavar="DIR", group=_WORKERS),
     Option("reload_include", "list", (),
            "Also reload on files matching this glob (repeatable; *.py always).",
-           metavar="GLOB"),
+           metavar="GLOB", group=_WORKERS),
     Option("reload_exclude", "list", (),
            "Ignore files or directories matching this glob for --reload (repeatable).",
-           metavar="GLOB"),
-    Option("header", "list", (), "Add a default response header NAME:VALUE (repeatable).",
-           metavar="NAME:VALUE"),
-    Option("server_header", "bool", True, "Send 'server: bivio'."),
-    Option("date_header", "bool", True, "Send the Date header."),
+           metavar="GLOB", group=_WORKERS),
+    Option("reload_delay", "float", 0.05,
+           "--reload: wait until files have stopped changing for this many seconds, so a "
+           "save that touches several files reloads once.", minimum=0.01, group=_WORKERS),
+    Option("pid", "str", None,
+           "Write the process id of bivio (the supervisor's with workers) to this file; "
+           "removed on exit.", metavar="FILE", group=_WORKERS),
+    # -- WebSockets
     Option("ws", "choice", "auto",
-           "WebSocket support for ASGI apps: auto (on) or none (upgrades are plain HTTP).",
-           choices=("auto", "none", "websockets")),
+           "WebSocket support for ASGI apps: auto (on) or none (upgrades are plain HTTP); "
+           "uvicorn's websockets, websockets-sansio and wsproto mean auto.",
+           choices=("auto", "none", "websockets", "websockets-sansio", "wsproto"), group=_WS),
     Option("ws_max_size", "int", 16 * 1024 * 1024,
-           "Largest incoming WebSocket message in bytes; larger closes with 1009.", minimum=1),
+           "Largest incoming WebSocket message in bytes; larger closes with 1009.", minimum=1,
+           group=_WS),
+    Option("ws_max_queue", "int", 16,
+           "Incoming WebSocket messages held for an app that does not receive them before "
+           "bivio stops reading the socket (it resumes at a quarter of this).", minimum=1,
+           group=_WS),
     Option("ws_ping_interval", "float", 20.0,
-           "Send a WebSocket keepalive ping every this many seconds (0: never).", minimum=0.0),
+           "Send a WebSocket keepalive ping every this many seconds (0: never).", minimum=0.0,
+           group=_WS),
     Option("ws_ping_timeout", "float", 20.0,
            "Close a WebSocket (1011) whose ping gets no pong within this many seconds "
-           "(0: wait forever).", minimum=0.0),
+           "(0: wait forever).", minimum=0.0, group=_WS),
     Option("ws_per_message_deflate", "bool", True,
-           "Offer WebSocket permessage-deflate compression."),
+           "Offer WebSocket permessage-deflate compression (uvicorn's '--ws-per-message-deflate "
+           "false' works too).", group=_WS, bool_value=True),
+    # -- Static files
     Option("static", "list", (),
            "Serve files under URL_PREFIX from DIRECTORY before any app (repeatable; "
-           "e.g. /static/=/srv/mysite/static).", metavar="URL_PREFIX=DIRECTORY"),
+           "e.g. /static/=/srv/mysite/static).", metavar="URL_PREFIX=DIRECTORY",
+           group=_STATIC),
 )
 
 OPTIONS_BY_NAME: dict[str, Option] = {o.name: o for o in OPTIONS}
@@ -227,11 +342,15 @@ _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
 
-def convert(option: Option, value: Any) -> Any:
-    """Turn a CLI string, environment string or Python value into the option's type."""
+def convert(option: Option, value: Any, label: str | None = None) -> Any:
+    """Turn a CLI string, environment string or Python value into the option's type.
+
+    ``label`` starts an error message: the flag, or the environment variable the
+    value came from (``BIVIO_PORT: expected an integer, got 'x'``).
+    """
     if value is None:
         return None
-    label = option.flag
+    label = label or option.flag
     if option.kind == "bool":
         if isinstance(value, bool):
             return value
@@ -247,8 +366,12 @@ def convert(option: Option, value: Any) -> Any:
         return tuple(str(v) for v in value)
     if option.kind == "choice":
         text = str(value).lower()
+        refused = dict(option.refused)
+        if text in refused:  # uvicorn's value that cannot apply: say why and what to use
+            raise ConfigError(f"{label}{' ' if label.startswith('-') else '='}{text}: "
+                              f"{refused[text]}")
         if text not in option.choices:
-            expected = ", ".join(option.choices)
+            expected = ", ".join(c for c in option.choices if c not in refused)
             raise ConfigError(f"{label}: expected one of {expected}, got {value!r}")
         return text
     if option.kind in ("int", "float"):
@@ -268,6 +391,18 @@ def convert(option: Option, value: Any) -> Any:
             raise ConfigError(f"{label}: must be at most {option.maximum:g}, got {value!r}")
         return number
     return str(value)
+
+
+def _env_label(exc: ConfigError, options: Mapping[str, Any] | None, env: Mapping[str, str],
+               name: str, fallback: str) -> str:
+    """``exc``'s message with the flag replaced by the variable the value came from
+    (``BIVIO_NAME``, else ``fallback``), when no explicit option set it."""
+    option = OPTIONS_BY_NAME[name]
+    message = str(exc)
+    if (options or {}).get(name) is not None or not message.startswith(option.flag + ":"):
+        return message
+    variable = option.env if option.env in env else fallback
+    return variable + message[len(option.flag):]
 
 
 def parse_header(text: str) -> tuple[bytes, bytes]:
@@ -341,6 +476,80 @@ def _check_tls(values: dict[str, Any]) -> None:
         raise ConfigError("--ssl-cert-reqs: needs --ssl-ca-certs to verify client certificates")
 
 
+
+def _env_file_values(path: str, env: Mapping[str, str]) -> dict[str, str]:
+    try:
+        return read_env_file(path, env)
+    except EnvFileError as exc:
+        raise ConfigError(f"--env-file: {exc}") from None
+
+
+def parse_bind(address: str) -> dict[str, Any]:
+    """gunicorn's ``--bind``: ``HOST:PORT``, ``HOST``, ``[IPv6]:PORT``, ``unix:PATH``, ``fd://N``.
+
+    Returns the bivio options it stands for (``host``/``port``, ``uds`` or ``fd``).
+    """
+    text = address.strip()
+    if text.startswith("unix:"):
+        path = text[5:].removeprefix("//")
+        if not path:
+            raise ConfigError(f"--bind: expected unix:PATH, got {address!r}")
+        return {"uds": path}
+    if text.startswith("fd://"):
+        return {"fd": convert(OPTIONS_BY_NAME["fd"], text[5:], "--bind fd://")}
+    text = text.removeprefix("tcp://")
+    host, port = text, "8000"  # gunicorn's default port
+    if text.startswith("["):
+        host, bracket, rest = text[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            raise ConfigError(f"--bind: expected [IPv6]:PORT, got {address!r}")
+        port = rest[1:] or port
+    elif ":" in text:
+        host, _, port = text.rpartition(":")
+        if ":" in host:
+            raise ConfigError(f"--bind: an IPv6 address goes in brackets: [{host}]:{port}")
+    return {"host": host or "0.0.0.0",
+            "port": convert(OPTIONS_BY_NAME["port"], port, "--bind port")}
+
+
+_SSL_VERSIONS = (2, 17)  # ssl.PROTOCOL_TLS and ssl.PROTOCOL_TLS_SERVER: "negotiate"
+
+
+def _check_compat(values: dict[str, Any]) -> tuple[str, ...]:
+    """uvicorn's and gunicorn's spellings, resolved to bivio's own options.
+
+    Returns notes for the start-up log where a value's meaning is bivio's
+    nearest (``--http httptools``: HTTP/1.1 only, as with uvicorn).
+    """
+    notes: list[str] = []
+    http, http2 = values.get("http", "auto"), values.get("http2")
+    if http in ("httptools", "zttp"):
+        values["http"] = "auto" if http2 else "h1"
+        if not http2:
+            notes.append(f"--http {http}: serving HTTP/1.1 only, as uvicorn does (bivio's "
+                         "HTTP/1.1 parser is httptools); leave --http out to serve HTTP/2 too")
+    elif http2 is True and http == "h1":
+        raise ConfigError("--http2: --http h1 serves HTTP/1.1 only; give one of them")
+    elif http2 is False:
+        if http == "h2":
+            raise ConfigError("--no-http2: --http h2 serves HTTP/2 only; give one of them")
+        values["http"] = "h1"
+    version = values.get("ssl_version")
+    if version is not None and version not in _SSL_VERSIONS:
+        raise ConfigError(f"--ssl-version: {version} cannot apply: bivio negotiates TLS 1.2 "
+                          "or 1.3 (uvicorn's default 17, PROTOCOL_TLS_SERVER); set the oldest "
+                          "version with --ssl-min-version 1.2|1.3")
+    binds = values.get("bind", ())
+    if len(binds) > 1:
+        raise ConfigError(f"--bind: one address only (bivio listens on one socket), got "
+                          f"{len(binds)}: {', '.join(binds)}")
+    if binds:
+        given = [n for n in ("host", "port", "uds", "fd") if n in values]
+        if given:
+            raise ConfigError(f"--bind and --{given[0]}: choose one")
+        values.update(parse_bind(binds[0]))
+    return tuple(notes)
+
 @dataclass(frozen=True)
 class Config:
     """Validated, immutable server settings. Build with :meth:`from_options`."""
@@ -349,6 +558,7 @@ class Config:
     port: int = 8000
     uds: str | None = None
     fd: int | None = None
+    bind: tuple[str, ...] = ()
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
     ssl_keyfile_password: str | None = None
@@ -356,8 +566,10 @@ class Config:
     ssl_cert_reqs: str = "none"
     ssl_ciphers: str | None = None
     ssl_min_version: str = "1.2"
+    ssl_version: int | None = None
     timeout_tls_handshake: float = 10.0
     http: str = "auto"
+    http2: bool | None = None
     app_dir: str = "."
     factory: bool = False
     interface: str = "auto"
@@ -372,6 +584,10 @@ class Config:
     forwarded_allow_ips: str | None = None
     log_level: str = "info"
     access_log: bool = True
+    log_config: str | None = None
+    use_colors: bool = False
+    access_logfile: str | None = None
+    error_logfile: str | None = None
     timeout_keep_alive: float = 5.0
     timeout_request_header: float = 10.0
     timeout_request_body: float = 30.0
@@ -383,6 +599,7 @@ class Config:
     limit_request_fields: int = 100
     limit_request_field_size: int = 8190
     limit_request_body: int = 100 * 1024 * 1024
+    h11_max_incomplete_event_size: int | None = None
     h2_max_concurrent_streams: int = 100
     h2_initial_window_size: int = 1024 * 1024
     h2_max_frame_size: int = 16384
@@ -394,6 +611,8 @@ class Config:
     h2_ping_timeout: float = 20.0
     lifespan: str = "auto"
     loop: str = "auto"
+    env_file: str | None = None
+    reset_contextvars: bool = False
     workers: int | None = None
     timeout_worker_healthcheck: float = 30.0
     limit_max_requests: int | None = None
@@ -402,11 +621,14 @@ class Config:
     reload_dir: tuple[str, ...] = ()
     reload_include: tuple[str, ...] = ()
     reload_exclude: tuple[str, ...] = ()
+    reload_delay: float = 0.05
+    pid: str | None = None
     header: tuple[str, ...] = ()
     server_header: bool = True
     date_header: bool = True
     ws: str = "auto"
     ws_max_size: int = 16 * 1024 * 1024
+    ws_max_queue: int = 16
     ws_ping_interval: float = 20.0
     ws_ping_timeout: float = 20.0
     ws_per_message_deflate: bool = True
@@ -414,6 +636,8 @@ class Config:
     # Derived once here so the hot path never re-parses them.
     extra_headers: tuple[tuple[bytes, bytes], ...] = field(default=(), repr=False)
     trusted_proxies: tuple[Any, ...] = field(default=(), repr=False)
+    # What the start-up log says about uvicorn spellings bivio resolved (--http httptools).
+    notes: tuple[str, ...] = field(default=(), repr=False)
     # Not an option: True in a worker started by the supervisor (--workers,
     # --limit-max-requests, --reload), where another process may run the same app
     # at the same time (WSGI's ``wsgi.multiprocess``). The worker's own options
@@ -430,10 +654,14 @@ class Config:
         ignored); unknown names raise :class:`ConfigError`.
         """
         env = os.environ if env is None else env
+        env_file = (options or {}).get("env_file") or env.get("BIVIO_ENV_FILE")
+        if env_file:  # its variables count as environment; those already set win
+            env = {**_env_file_values(env_file, env), **env}
         values: dict[str, Any] = {}
         for option in OPTIONS:
-            if option.env in env:
-                values[option.name] = convert(option, env[option.env])
+            # An explicit option wins: its variable is not even read.
+            if option.env in env and (options or {}).get(option.name) is None:
+                values[option.name] = convert(option, env[option.env], option.env)
         for name, value in (options or {}).items():
             option = OPTIONS_BY_NAME.get(name)
             if option is None:
@@ -444,13 +672,15 @@ class Config:
         if allow is None:
             allow = env.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
             values["forwarded_allow_ips"] = allow
-        values["trusted_proxies"] = parse_networks(allow)
+        try:
+            values["trusted_proxies"] = parse_networks(allow)
+        except ConfigError as exc:
+            raise ConfigError(_env_label(exc, options, env, "forwarded_allow_ips",
+                                         "FORWARDED_ALLOW_IPS")) from None
         if values.get("workers") is None and env.get("WEB_CONCURRENCY"):
             # The platforms' convention (Heroku, Render, gunicorn, uvicorn); BIVIO_WORKERS wins.
-            try:
-                values["workers"] = convert(OPTIONS_BY_NAME["workers"], env["WEB_CONCURRENCY"])
-            except ConfigError as exc:
-                raise ConfigError(f"$WEB_CONCURRENCY: {exc}") from None
+            values["workers"] = convert(OPTIONS_BY_NAME["workers"], env["WEB_CONCURRENCY"],
+                                        "WEB_CONCURRENCY")
         values["extra_headers"] = tuple(parse_header(h) for h in values.get("header", ()))
         if "root_path" in values:
             root = values["root_path"].rstrip("/")
@@ -466,6 +696,7 @@ class Config:
         if values.get("uds") is not None and values.get("fd") is not None:
             raise ConfigError("--uds and --fd: choose one")
         _check_tls(values)
+        values["notes"] = _check_compat(values)
         return cls(**values)
 
     def needs_supervisor(self) -> bool:

@@ -22,6 +22,7 @@ protocol stays ignorant of why.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import email.utils
 import sys
 import time
@@ -105,7 +106,9 @@ class ServerContext:
         self.config = config
         self.handler = handler
         self.connections: set[Connection] = set()
-        self.tasks: set[asyncio.Task[None]] = set()
+        # Each running handler Task and the stream it answers (what a forced shutdown
+        # names when it cancels one).
+        self.tasks: dict[asyncio.Task[None], Stream] = {}
         self.shutting_down = False
         # Requests started by this worker: the supervisor's worker agent reads it
         # for --limit-max-requests (a counter here costs one add per request).
@@ -195,20 +198,25 @@ class ServerContext:
         """
         self.requests += 1
         loop = asyncio.get_running_loop()
+        # --reset-contextvars: an empty context instead of a copy of the current one.
+        context = contextvars.Context() if self.config.reset_contextvars else None
         if _EAGER:
-            task = asyncio.Task(self.handler(stream), loop=loop, eager_start=True)
+            task = asyncio.Task(self.handler(stream), loop=loop, eager_start=True,
+                                context=context)
             if task.done():
                 if not task.cancelled() and task.exception() is not None:
                     _report(task.exception())  # type: ignore[arg-type]
                 return None
-        else:
+        elif context is None:
             task = loop.create_task(self.handler(stream))  # type: ignore[arg-type]
-        self.tasks.add(task)
+        else:  # Python 3.10's create_task takes no context: create it inside the new one
+            task = context.run(loop.create_task, self.handler(stream))  # type: ignore[arg-type]
+        self.tasks[task] = stream
         task.add_done_callback(self._task_done)
         return task
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
-        self.tasks.discard(task)
+        self.tasks.pop(task, None)
         if not task.cancelled() and task.exception() is not None:
             _report(task.exception())  # type: ignore[arg-type]
 

@@ -12,3 +12,6 @@ STARTUP_FAILED = 3
 """The application's lifespan startup failed."""
 WORKER_FAILED = 4
 """A supervised worker died while starting, for a reason other than 1 or 3."""
+ABORTED = 5
+"""Shutdown cut requests off: a second SIGTERM/SIGINT, or --timeout-graceful-shutdown
+expired with requests still running (each one is logged)."""

@@ -11,9 +11,15 @@ Access log line format (documented in docs/logging.md)::
 
 from __future__ import annotations
 
+import json
 import logging
+import logging.config
+import logging.handlers
+import os
 import sys
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING
+
+from .config import Config, ConfigError
 
 if TYPE_CHECKING:
     from .context import ResponseInfo
@@ -34,18 +40,109 @@ _LEVELS = {
 }
 
 
-def setup_logging(level: str, access_log: bool) -> None:
-    """Attach a stderr handler unless the user already configured these loggers."""
-    fmt = logging.Formatter("%(asctime)s [%(process)d] %(levelname)s %(message)s",
-                            "%Y-%m-%d %H:%M:%S")
-    for log in (logger, access_logger):
-        if not log.handlers:
-            handler = logging.StreamHandler(sys.stderr)
-            handler.setFormatter(fmt)
-            log.addHandler(handler)
-        log.propagate = False
+def setup_logging(level: str, access_log: bool, *, log_config: str | None = None,
+                  use_colors: bool = False, access_logfile: str | None = None,
+                  error_logfile: str | None = None) -> None:
+    """Attach bivio's handlers unless the user already configured these loggers.
+
+    ``log_config`` (``--log-config``) is applied first; bivio then adds no
+    handler of its own to a logger that file configured, or to any logger
+    when the file configured only the root (the records propagate there).
+    ``access_logfile`` / ``error_logfile`` (gunicorn's flags) send a logger to a
+    file, ``-`` meaning stdout for the access log and stderr for the server log.
+    Raises :class:`bivio.core.config.ConfigError` for a file that cannot be used.
+    """
+    if log_config is not None:
+        _apply_log_config(log_config)
+    fmt = _ColorFormatter(_FORMAT, _DATEFMT) if use_colors else logging.Formatter(_FORMAT, _DATEFMT)
+    for log, target, flag, dash in ((logger, error_logfile, "--error-logfile", sys.stderr),
+                                    (access_logger, access_logfile, "--access-logfile",
+                                     sys.stdout)):
+        if target is not None:
+            for old in [h for h in log.handlers if getattr(h, "_bivio", False)]:
+                log.removeHandler(old)
+                old.close()
+            log.addHandler(_handler(target, flag, dash, fmt))
+        elif not log.handlers and log_config is None:
+            log.addHandler(_handler("-", flag, sys.stderr, fmt))
+        if log.handlers:
+            log.propagate = False
     logger.setLevel(_LEVELS[level])
     access_logger.setLevel(_LEVELS[level] if access_log else logging.CRITICAL + 1)
+
+
+
+def configure_logging(config: Config) -> None:
+    """:func:`setup_logging` with the logging options of ``config``."""
+    setup_logging(config.log_level, config.access_log, log_config=config.log_config,
+                  use_colors=config.use_colors, access_logfile=config.access_logfile,
+                  error_logfile=config.error_logfile)
+
+_FORMAT = "%(asctime)s [%(process)d] %(levelname)s %(message)s"
+_DATEFMT = "%Y-%m-%d %H:%M:%S"
+_COLORS = {"CRITICAL": "\x1b[1;31m", "ERROR": "\x1b[31m", "WARNING": "\x1b[33m",
+           "INFO": "\x1b[32m", "DEBUG": "\x1b[36m", "TRACE": "\x1b[34m"}
+
+
+class _ColorFormatter(logging.Formatter):
+    """``--use-colors``: the level name in colour (ANSI), the rest as usual."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        color = _COLORS.get(record.levelname)
+        if color is None:
+            return super().formatMessage(record)
+        plain = record.levelname
+        record.levelname = f"{color}{plain}\x1b[0m"
+        try:
+            return super().formatMessage(record)
+        finally:
+            record.levelname = plain
+
+
+def _handler(target: str, flag: str, dash: IO[str], fmt: logging.Formatter) -> logging.Handler:
+    handler: logging.Handler
+    if target == "-":
+        handler = logging.StreamHandler(dash)
+    else:
+        try:  # reopened when logrotate moves the file away
+            handler = logging.handlers.WatchedFileHandler(target, encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"{flag}: cannot open {target}: {exc.strerror or exc}") from None
+    handler.setFormatter(fmt)
+    handler._bivio = True  # type: ignore[attr-defined]
+    return handler
+
+
+def _apply_log_config(path: str) -> None:
+    """``--log-config``: .json / .yaml / .yml through dictConfig, anything else fileConfig."""
+    try:
+        if path.endswith(".json"):
+            with open(path, encoding="utf-8") as file:
+                logging.config.dictConfig(json.load(file))
+        elif path.endswith((".yaml", ".yml")):
+            try:
+                import yaml  # type: ignore[import-untyped]
+            except ImportError:
+                raise ConfigError(f"--log-config: {path} is YAML: install PyYAML, or use "
+                                  ".json or .ini") from None
+            with open(path, encoding="utf-8") as file:
+                logging.config.dictConfig(yaml.safe_load(file))
+        else:
+            if not os.path.isfile(path):
+                raise FileNotFoundError(2, "No such file or directory")
+            logging.config.fileConfig(path, disable_existing_loggers=False)
+    except ConfigError:
+        raise
+    except OSError as exc:
+        raise ConfigError(f"--log-config: cannot read {path}: {exc.strerror or exc}") from None
+    except Exception as exc:  # json, yaml, configparser and logging's own errors
+        text = " ".join(str(exc).split())
+        raise ConfigError(f"--log-config: {path}: {type(exc).__name__}: {text}") from None
+    configured = [n for n in ("uvicorn.error", "uvicorn.access")
+                  if logging.getLogger(n).handlers]
+    if configured and not (logger.handlers or access_logger.handlers):
+        logger.warning("--log-config %s configures %s; bivio logs to bivio.error and "
+                       "bivio.access", path, " and ".join(configured))
 
 
 def access_enabled() -> bool:

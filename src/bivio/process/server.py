@@ -17,6 +17,7 @@ from ..core import exits
 from ..core.config import Config
 from ..core.context import ServerContext, StreamHandler
 from ..core.logs import access_enabled, log_response, logger
+from ..core.version import __version__
 from ..protocols.http1 import H1Connection
 from .errors import StartupError
 from .loader import WSGIApp, load_app, load_pair
@@ -67,6 +68,29 @@ def bind_socket(config: Config) -> socket.socket:
         raise StartupError(f"could not bind {where}: {exc.strerror or exc}") from None
     sock.setblocking(False)
     return sock
+
+
+def listener_url(sock: socket.socket, tls: bool = False) -> str:
+    """Where a listener serves: ``http(s)://HOST:PORT`` or ``unix:PATH``."""
+    if sock.family == getattr(socket, "AF_UNIX", None):
+        return f"unix:{sock.getsockname()}"
+    host, port = sock.getsockname()[:2]
+    return f"{'https' if tls else 'http'}://{'[' + host + ']' if ':' in host else host}:{port}"
+
+
+def http_versions(config: Config) -> str:
+    """The HTTP versions a listener speaks (``--http``), as the banner says them."""
+    h2 = "HTTP/2" if config.tls else "cleartext HTTP/2"
+    return {"h1": "HTTP/1.1", "h2": h2}.get(config.http, f"HTTP/1.1, {h2}")
+
+
+def banner(url: str, config: Config, mode: str, loop: str, processes: str) -> str:
+    """The "serving on" line, logged once bivio serves (a worker is ready, with workers).
+
+    The URL comes first after "serving on": scripts and the tests read it there.
+    """
+    return (f"bivio {__version__} serving on {url} ({http_versions(config)}): {mode}, {loop}, "
+            f"{processes} (Press CTRL+C to quit)")
 
 
 def build_handler(config: Config, app: Any, asgi_app: Any = None,
@@ -140,6 +164,9 @@ class Server:
         self.sockets: list[socket.socket] = []
         self.started = False
         self._force_exit = False
+        # Requests cancelled by a forced close or an expired graceful shutdown: any
+        # makes run() exit with exits.ABORTED.
+        self.aborted: set[asyncio.Task[None]] = set()
         self._handshakes: Handshakes | None = None
 
     async def serve(self, sock: socket.socket | None = None) -> None:
@@ -207,23 +234,48 @@ class Server:
     def _on_signal(self, sig: int) -> None:
         if self.should_exit.is_set():
             logger.warning("Second %s: closing connections now", signal.Signals(sig).name)
-            self._force_exit = True
-            for conn in list(self.ctx.connections):
-                conn.close_now()
-            for task in list(self.ctx.tasks):
-                task.cancel()
+            self._force_close("closed by a second signal")
             return
         logger.info("Received %s, shutting down gracefully", signal.Signals(sig).name)
         self.stop()
 
+    def _force_close(self, why: str) -> None:
+        """Cancel every request in flight (each one logged) and drop every connection."""
+        self._force_exit = True
+        self._abort_requests(why)
+        for conn in list(self.ctx.connections):
+            conn.close_now()
+
+    def _abort_requests(self, why: str) -> None:
+        tasks = self.ctx.tasks
+        for task, stream in list(tasks.items()):
+            if task.done() or task in self.aborted:
+                continue
+            self.aborted.add(task)
+            client = stream.client
+            who = f"{client[0]}:{client[1]}" if client else "-"
+            logger.warning("Aborted %s %s from %s: %s", stream.method,
+                           stream.raw_path.decode("latin-1"), who, why)
+            task.cancel()
+
     def _log_started(self, sock: socket.socket) -> None:
-        if sock.family == getattr(socket, "AF_UNIX", None):
-            where = f"unix:{sock.getsockname()}"
+        about = self.describe()
+        logger.info("%s", banner(listener_url(sock, self.config.tls), self.config,
+                                 about["mode"], about["loop"], "1 process"))
+
+    def describe(self) -> dict[str, str]:
+        """What the banner says about this worker: the app's mode and the event loop."""
+        if self.asgi_app is not None or isinstance(self.app, WSGIApp):
+            from ..adapters.wsgi import default_threads  # imported already: a WSGI app runs
+
+            threads = self.config.threads or default_threads()
+            mode = (f"hybrid WSGI ({threads} threads) + ASGI" if self.asgi_app is not None
+                    else f"WSGI ({threads} threads)")
         else:
-            host, port = sock.getsockname()[:2]
-            scheme = "https" if self.config.tls else "http"
-            where = f"{scheme}://{'[' + host + ']' if ':' in host else host}:{port}"
-        logger.info("bivio serving on %s (Press CTRL+C to quit)", where)
+            mode = "ASGI"
+        loop = asyncio.get_running_loop()
+        return {"mode": mode,
+                "loop": "uvloop" if type(loop).__module__.startswith("uvloop") else "asyncio"}
 
     async def shutdown(self) -> None:
         """Stop accepting, finish in-flight requests, close the rest, run lifespan shutdown."""
@@ -239,6 +291,10 @@ class Server:
         for conn in list(ctx.connections):
             conn.shutdown()
         timeout = self.config.timeout_graceful_shutdown
+        if ctx.tasks and not self._force_exit:
+            logger.info("Waiting for %d in-flight request(s), up to %gs "
+                        "(--timeout-graceful-shutdown; Ctrl-C again to force)",
+                        len(ctx.tasks), timeout)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         handshakes = self._handshakes
@@ -250,9 +306,11 @@ class Server:
             for conn in list(ctx.connections):
                 conn.shutdown()
         if ctx.tasks:
-            logger.warning("Graceful shutdown timed out: cancelling %d request(s)", len(ctx.tasks))
-            for task in list(ctx.tasks):
-                task.cancel()
+            if not self._force_exit:
+                logger.warning("Graceful shutdown timed out after %gs: cancelling %d request(s)",
+                               timeout, len(ctx.tasks))
+            self._abort_requests(f"--timeout-graceful-shutdown ({timeout:g}s) expired"
+                                 if not self._force_exit else "closed by a second signal")
             await asyncio.gather(*ctx.tasks, return_exceptions=True)
         for conn in list(ctx.connections):
             conn.close_now()
@@ -263,7 +321,10 @@ class Server:
         await self.lifespan.shutdown()
         if self.config.uds and os.path.exists(self.config.uds):
             os.unlink(self.config.uds)
-        logger.info("Shutdown complete")
+        if self.aborted:
+            logger.warning("Shutdown complete; %d request(s) were aborted", len(self.aborted))
+        else:
+            logger.info("Shutdown complete")
 
 
 def run(app: Any, config: Config) -> int:
@@ -287,12 +348,14 @@ def run(app: Any, config: Config) -> int:
     else:
         loaded = load_app(app, factory=config.factory, app_dir=config.app_dir,
                           interface=config.interface)
+    server = None
     try:
         setup_loop(config.loop)
-        asyncio.run(Server(loaded, config, asgi_app, ssl_context).serve())
+        server = Server(loaded, config, asgi_app, ssl_context)
+        asyncio.run(server.serve())
     except StartupError as exc:
         logger.error("%s", exc)
         return exc.code
     except KeyboardInterrupt:
         pass
-    return exits.OK
+    return exits.ABORTED if server is not None and server.aborted else exits.OK

@@ -15,6 +15,9 @@ supervisor (see docs/workers.md for the user's view). The parent:
   ``SO_REUSEPORT``: one accept queue shared by all workers, so a worker that
   stops or dies leaves no queued connection behind; it works the same for UNIX
   sockets and ``--fd``) and one private channel, an ``AF_UNIX`` socket pair.
+  A worker's command line is ``python -c WORKER_CODE "bivio: worker N [app]"``
+  (the title ``ps`` shows; setproctitle, when installed, makes it the whole
+  line); its app and options come in ``$_BIVIO_WORKER_SPEC``.
 
 Each worker runs the very same serve path as single-process mode
 (:func:`bivio.main.serve`, so ASGI and WSGI alike) with ``--fd`` pointing at
@@ -22,10 +25,14 @@ the inherited listener; :data:`bivio.server.on_worker_ready` lets the worker's
 :class:`WorkerAgent` join in once it is ready. The channel carries
 newline-terminated words:
 
-- worker -> parent: ``ready`` (lifespan startup done, accepting), ``beat``
+- worker -> parent: ``about JSON`` (its mode and event loop, for the "serving
+  on" banner the parent logs when the first worker is ready), ``ready``
+  (lifespan startup done, accepting), ``beat``
   (sent by a timer *on the worker's event loop*, so a blocked loop stops the
-  beats; a side thread would keep beating while the loop is stuck), and
-  ``recycle`` (``--limit-max-requests`` reached);
+  beats; a side thread would keep beating while the loop is stuck),
+  ``recycle`` (``--limit-max-requests`` reached), and ``error JSON`` (the app
+  could not be loaded: the one-line reason and its traceback, which the parent
+  prints once however many workers fail the same way);
 - parent -> worker: ``stop`` (drain gracefully: the same shutdown as SIGTERM).
 
 End of file on the channel means the other side is gone: the parent learns a
@@ -55,10 +62,11 @@ from typing import Any, NoReturn
 
 from ..core import exits
 from ..core.config import OPTIONS, Config, ConfigError
-from ..core.logs import logger, setup_logging
+from ..core.logs import configure_logging, logger
+from . import loader as loader_module
 from . import server as server_module
 from .loader import LoadError
-from .server import StartupError, bind_socket
+from .server import StartupError, banner, bind_socket, listener_url
 from .tls import build_ssl_context
 
 WORKER_CODE = "from bivio.process.supervisor import worker_main; worker_main()"
@@ -68,6 +76,9 @@ KILL_GRACE = 1.0
 """Seconds between asking a blocked worker for its stack (SIGUSR1) and SIGKILL."""
 DRAIN_MARGIN = 10.0
 PASSWORD_ENV = "_BIVIO_WORKER_SSL_KEYFILE_PASSWORD"
+SPEC_ENV = "_BIVIO_WORKER_SPEC"
+"""How a worker gets its app, options and channel: its environment, so that its command
+line (what ``ps`` shows) is only its short title."""
 """How a worker gets --ssl-keyfile-password: its environment (readable by the same user
 only), never its command line (which ``ps`` shows everyone)."""
 """Beyond --timeout-graceful-shutdown, how long a stopping worker may take (lifespan
@@ -76,6 +87,9 @@ shutdown) before it is killed."""
 _WORKER_ONLY_RESET: dict[str, Any] = {
     "uds": None, "workers": None, "reload": False, "reload_dir": (), "reload_include": (),
     "reload_exclude": (), "limit_max_requests": None, "limit_max_requests_jitter": 0,
+    # The parent's alone: the address it bound (--bind), its pid file, and the
+    # environment file it loaded into the environment the workers inherit.
+    "bind": (), "pid": None, "env_file": None,
 }
 
 
@@ -111,15 +125,9 @@ def describe_exit(code: int) -> str:
         except ValueError:
             return f"killed by signal {-code}"
     reason = {exits.LOAD_ERROR: "the app could not be loaded",
-              exits.STARTUP_FAILED: "application startup failed"}.get(code)
+              exits.STARTUP_FAILED: "application startup failed",
+              exits.ABORTED: "requests were aborted at shutdown"}.get(code)
     return f"exit code {code}: {reason}" if reason else f"exit code {code}"
-
-
-def listener_url(sock: socket.socket, tls: bool = False) -> str:
-    if sock.family == getattr(socket, "AF_UNIX", None):
-        return f"unix:{sock.getsockname()}"
-    host, port = sock.getsockname()[:2]
-    return f"{'https' if tls else 'http'}://{'[' + host + ']' if ':' in host else host}:{port}"
 
 
 class ReloadFilter:
@@ -169,6 +177,7 @@ class WorkerAgent:
         """Called by the server once lifespan startup is done and it accepts connections."""
         self.server = server
         self.loop = asyncio.get_running_loop()
+        self._send(b"about " + json.dumps(server.describe()).encode() + b"\n")  # the banner
         self._send(b"ready\n")
         self.loop.add_reader(self.channel.fileno(), self._on_readable)
         self._beat()
@@ -217,9 +226,31 @@ class WorkerAgent:
         self.server.stop()
 
 
-def worker_main(argv: list[str] | None = None) -> NoReturn:
-    """Entry point of a worker process: ``python -c WORKER_CODE SPEC_JSON``."""
-    spec = json.loads((sys.argv if argv is None else argv)[1])
+def worker_title(number: int, app: str) -> str:
+    """A worker's title in ``ps``: ``bivio: worker 2 [mysite.asgi:application]``."""
+    return f"bivio: worker {number} [{app}]"
+
+
+def set_process_title(title: str) -> bool:
+    """Show ``title`` as this process's command line, with setproctitle when installed.
+
+    Without it ``ps`` still shows a short line, ending with the title: the
+    worker's command line carries nothing else.
+    """
+    try:
+        import setproctitle
+    except ImportError:
+        return False
+    setproctitle.setproctitle(title)
+    return True
+
+
+def worker_main() -> NoReturn:
+    """Entry point of a worker process: ``python -c WORKER_CODE TITLE``, the rest in
+    ``$_BIVIO_WORKER_SPEC`` (read, then removed before the app can see it)."""
+    if len(sys.argv) > 1:
+        set_process_title(sys.argv[1])
+    spec = json.loads(os.environ.pop(SPEC_ENV))
     channel = socket.socket(fileno=spec["channel"])
     channel.set_inheritable(False)
     channel.setblocking(False)
@@ -233,11 +264,17 @@ def worker_main(argv: list[str] | None = None) -> NoReturn:
     if PASSWORD_ENV in os.environ:
         options["ssl_keyfile_password"] = os.environ.pop(PASSWORD_ENV)
     config = dataclasses.replace(Config.from_options(options, env={}), multiprocess=True)
-    setup_logging(config.log_level, config.access_log)
+    configure_logging(config)
+    loader_module.log_tracebacks = False  # the supervisor logs them, once
     try:
         code = server_module.run(spec["app"], config)
     except LoadError as exc:
-        print(f"bivio: error: {exc}", file=sys.stderr, flush=True)
+        report = json.dumps({"error": str(exc), "details": exc.details})
+        try:
+            channel.settimeout(5.0)
+            channel.sendall(b"error " + report.encode() + b"\n")
+        except OSError:  # no supervisor to tell: say it here
+            print(f"bivio: error: {exc}", file=sys.stderr, flush=True)
         code = exits.LOAD_ERROR
     sys.exit(code)
 
@@ -263,6 +300,10 @@ class Worker:
     deadline: float | None = None
     eof: bool = False
     buffer: bytes = b""
+    error: dict[str, Any] | None = None  # its ``error`` report: it could not load the app
+    killed: bool = False  # SIGKILLed for not stopping in time
+    number: int = 0  # its place among the workers, in its process title (worker 2)
+    about: dict[str, str] | None = None  # its ``about`` report: mode and event loop
 
     @property
     def pid(self) -> int:
@@ -287,6 +328,10 @@ class Supervisor:
         self.done: asyncio.Future[int] = None  # type: ignore[assignment]
         self._tick_handle: asyncio.TimerHandle | None = None
         self._booted = False
+        self._announced = False  # the "serving on" banner, once the first worker is ready
+        # Load errors printed since the last reload or ready worker: N workers failing
+        # on the same import error print it once.
+        self._reported: set[str] = set()
 
     # -- running ---------------------------------------------------------------------------
 
@@ -311,10 +356,10 @@ class Supervisor:
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGTTIN,
                     signal.SIGTTOU):
             self.loop.add_signal_handler(sig, self._on_signal, sig)
-        for sock in self.listeners:
-            logger.info("bivio serving on %s (Press CTRL+C to quit)",
-                        listener_url(sock, self.config.tls))
-        logger.info("Supervisor [%d] starting %d worker(s)", os.getpid(), self.target)
+        # "serving on" comes once a worker is ready (_on_ready): not before the app loads.
+        logger.info("Supervisor [%d] listening on %s, starting %d worker(s)", os.getpid(),
+                    ", ".join(listener_url(s, self.config.tls) for s in self.listeners),
+                    self.target)
         self._maintain()
         self._booted = True
         self._tick_handle = self.loop.call_later(TICK, self._tick)
@@ -349,26 +394,31 @@ class Supervisor:
         parent_end, child_end = socket.socketpair()
         parent_end.setblocking(False)
         options = worker_options(self.config, self.listeners[0].fileno())
-        env = None
+        env = dict(os.environ)
         password = options.pop("ssl_keyfile_password", None)
         if password is not None:
-            env = {**os.environ, PASSWORD_ENV: password}
-        spec = {
+            env[PASSWORD_ENV] = password
+        env[SPEC_ENV] = json.dumps({
             "app": self.app,
             "options": options,
             "channel": child_end.fileno(),
             "interval": self.interval,
             "max_requests": request_limit(self.config),
-        }
+        })
+        used = {w.number for w in self.workers}
+        number = next(n for n in range(1, len(used) + 2) if n not in used)
         try:
             proc = subprocess.Popen(
-                [sys.executable, "-c", WORKER_CODE, json.dumps(spec)],
+                # The last word is all `ps` shows of what it runs (and its title, with
+                # setproctitle): the options travel in the environment, not on argv.
+                [sys.executable, "-c", WORKER_CODE, worker_title(number, self.app)],
                 pass_fds=(*(s.fileno() for s in self.listeners), child_end.fileno()),
                 stdin=subprocess.DEVNULL, start_new_session=True, env=env,
             )
         finally:
             child_end.close()
-        worker = Worker(proc, parent_end, reason, time.monotonic(), replaces=replaces)
+        worker = Worker(proc, parent_end, reason, time.monotonic(), replaces=replaces,
+                        number=number)
         self.workers.append(worker)
         self.loop.add_reader(parent_end.fileno(), self._on_channel, worker)
         logger.info("Started worker [%d] (%s)", worker.pid, reason)
@@ -434,6 +484,7 @@ class Supervisor:
                          " The running workers keep serving." if serving else "")
             return
         self.broken = False
+        self._reported.clear()  # new code: its errors are news
         for worker in self.workers:
             if worker.state == "starting":
                 self._retire(worker)  # it may have imported the old code
@@ -453,7 +504,7 @@ class Supervisor:
 
     def _on_channel(self, worker: Worker) -> None:
         try:
-            data = worker.channel.recv(4096)
+            data = worker.channel.recv(65536)
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
@@ -463,6 +514,9 @@ class Supervisor:
             self.loop.remove_reader(worker.channel.fileno())
             self._check_exit(worker)
             return
+        self._on_lines(worker, data)
+
+    def _on_lines(self, worker: Worker, data: bytes) -> None:
         worker.buffer += data
         *lines, worker.buffer = worker.buffer.split(b"\n")
         for line in lines:
@@ -472,19 +526,63 @@ class Supervisor:
                 self._on_ready(worker)
             elif line == b"recycle":
                 self._on_recycle(worker)
+            elif line.startswith(b"about "):
+                with contextlib.suppress(ValueError):
+                    worker.about = json.loads(line[6:])
+            else:
+                _take_error(worker, line)
+
+    def _drain(self, worker: Worker) -> None:
+        """Read what an exited worker wrote last (its ``error``) before its channel closes."""
+        while True:
+            try:
+                data = worker.channel.recv(65536)
+            except OSError:  # BlockingIOError included: nothing more
+                return
+            if not data:
+                return
+            worker.buffer += data
+            *lines, worker.buffer = worker.buffer.split(b"\n")
+            for line in lines:
+                _take_error(worker, line)
+
+    def _report_error(self, worker: Worker) -> None:
+        """Print a worker's load error as single-process mode does, once per distinct error."""
+        text = (worker.error or {}).get("error")
+        if not text or text in self._reported:
+            return
+        self._reported.add(text)
+        details = (worker.error or {}).get("details")
+        if details:
+            logger.debug("%s\n%s", text, str(details).rstrip())
+        print(f"bivio: error: {text}", file=sys.stderr, flush=True)
 
     def _on_ready(self, worker: Worker) -> None:
         if worker.state != "starting":
             return
         worker.state = "ready"
         worker.last_beat = time.monotonic()
+        self._reported.clear()
         logger.info("Worker [%d] ready", worker.pid)
+        if not self._announced:
+            self._announce(worker)
         old, worker.replaces = worker.replaces, None
         if old is not None and old in self.workers and old.state == "ready":
             logger.info("Stopping worker [%d] gracefully (replaced by [%d])", old.pid, worker.pid)
             self._retire(old)
         self._advance()
         self._maintain()
+
+    def _announce(self, worker: Worker) -> None:
+        """The "serving on" banner, with what the first ready worker reported."""
+        self._announced = True
+        about = worker.about or {}
+        count = f"{self.target} worker{'s' if self.target != 1 else ''}"
+        if self.config.reload:
+            count += " with --reload"
+        for sock in self.listeners:
+            logger.info("%s", banner(listener_url(sock, self.config.tls), self.config,
+                                     about.get("mode", "?"), about.get("loop", "?"), count))
 
     def _on_recycle(self, worker: Worker) -> None:
         if self.stopping or worker.state != "ready" or any(w is worker for w, _ in self.to_replace):
@@ -502,6 +600,7 @@ class Supervisor:
             if worker.deadline is not None and now >= worker.deadline:
                 if worker.state == "stopping":
                     logger.warning("Worker [%d] did not stop in time: killing it", worker.pid)
+                    worker.killed = True
                 worker.deadline = None
                 _kill(worker.pid, signal.SIGKILL)
             elif worker.state in ("ready", "stopping") and now - worker.last_beat > timeout:
@@ -521,14 +620,21 @@ class Supervisor:
         self.workers.remove(worker)
         if not worker.eof:
             self.loop.remove_reader(worker.channel.fileno())
+            self._drain(worker)
         worker.channel.close()
         self.to_replace = [(w, r) for w, r in self.to_replace if w is not worker]
         for other in self.workers:
             if other.replaces is worker:
                 other.replaces = None  # the old one is gone; the new one simply takes over
         how = describe_exit(code)
+        if self.stopping and worker.state != "starting" and self.exit_code == exits.OK and (
+                code == exits.ABORTED or worker.killed):
+            self.exit_code = exits.ABORTED  # bivio's own shutdown cut requests off
+        self._report_error(worker)
         if worker.state == "starting":
             self._boot_failed(worker, code, how)
+        elif worker.state == "stopping" and (code == exits.ABORTED or worker.killed):
+            logger.warning("Worker [%d] stopped (%s)", worker.pid, how)
         elif worker.state == "stopping":
             logger.info("Worker [%d] stopped (%s)", worker.pid, how)
         elif worker.state == "killing":
@@ -604,14 +710,24 @@ class Supervisor:
                 return
         logger.info("Watching for changes in %s", ", ".join(dirs))
         watch_filter = ReloadFilter(self.config.reload_include, self.config.reload_exclude)
-        async for changes in watchfiles.awatch(*dirs, watch_filter=watch_filter, debounce=400,
-                                               step=50, stop_event=stop):
+        # --reload-delay: reload once files have been quiet this long (watchfiles' step),
+        # grouping at most 8 times that (at least 400 ms) of a long burst of changes.
+        step = max(1, round(self.config.reload_delay * 1000))
+        async for changes in watchfiles.awatch(*dirs, watch_filter=watch_filter,
+                                               debounce=max(400, 8 * step), step=step,
+                                               stop_event=stop):
             if self.stopping:
                 return
             names = sorted({os.path.relpath(path) for _, path in changes})
             logger.info("Changes detected in %s: reloading", ", ".join(names[:5])
                         + (f" and {len(names) - 5} more" if len(names) > 5 else ""))
             self._reload_all("reload")
+
+
+def _take_error(worker: Worker, line: bytes) -> None:
+    if line.startswith(b"error "):
+        with contextlib.suppress(ValueError):
+            worker.error = json.loads(line[6:])
 
 
 def _kill(pid: int, sig: int) -> None:

@@ -425,6 +425,8 @@ class H1Connection(WriteFlow, asyncio.Protocol):
         self._body_timeout = cfg.timeout_request_body
         self._head_limit = (cfg.limit_request_line + 2
                             + cfg.limit_request_fields * (cfg.limit_request_field_size + 4) + 2)
+        if cfg.h11_max_incomplete_event_size is not None:  # uvicorn's cap on a head
+            self._head_limit = min(self._head_limit, cfg.h11_max_incomplete_event_size)
 
     # -- transport events -----------------------------------------------------------
 

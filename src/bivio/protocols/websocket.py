@@ -27,9 +27,9 @@ the library's; what is ours is what a server adds around it:
 - message assembly, with UTF-8 validated fragment by fragment (a bad text
   fragment fails the connection with 1007 before the message ends) and
   ``--ws-max-size`` counted on the decoded message (1009; see :func:`wire_limit`);
-- backpressure both ways: reading pauses while :data:`QUEUE_HIGH` messages
-  wait for the app, and :meth:`WebSocket.send` waits while the transport's
-  write buffer is above its high-water mark;
+- backpressure both ways: reading pauses while ``--ws-max-queue`` messages
+  (:data:`QUEUE_HIGH` by default) wait for the app, and :meth:`WebSocket.send`
+  waits while the transport's write buffer is above its high-water mark;
 - keepalive pings, the closing-handshake timeout and graceful shutdown (1012).
 
 A close frame in the middle of a fragmented message ends the message and is
@@ -69,8 +69,8 @@ _HANDSHAKE_HEADERS = frozenset({b"sec-websocket-protocol", b"sec-websocket-exten
                                 b"sec-websocket-accept", b"upgrade", b"connection"})
 
 CLOSE_TIMEOUT = 10.0  # seconds to wait for the peer's side of the closing handshake
-QUEUE_HIGH = 16  # received messages buffered for the app before reading pauses
-QUEUE_LOW = 4  # ... and resumes once the app has caught up to this many
+QUEUE_HIGH = 16  # received messages buffered for the app before reading pauses (default)
+QUEUE_LOW = 4  # ... and resumes once the app has caught up to this many (a quarter)
 
 _TEXT, _BINARY, _CONT = Opcode.TEXT, Opcode.BINARY, Opcode.CONT
 _CLOSE, _PONG = Opcode.CLOSE, Opcode.PONG
@@ -160,6 +160,8 @@ class WebSocket(WriteFlow, asyncio.Protocol):
         # Set by the channel's owner on accept: told once the channel is gone.
         self.on_lost: Callable[[WebSocket], None] | None = None
         self._ping_interval = config.ws_ping_interval
+        self._queue_high = config.ws_max_queue  # --ws-max-queue, as websockets' max_queue
+        self._queue_low = config.ws_max_queue // 4
         self._ping_timeout = config.ws_ping_timeout
         extensions = [deflate_factory()] if config.ws_per_message_deflate else None
         self._proto = _ServerProtocol(extensions=extensions, max_size=config.ws_max_size)
@@ -339,7 +341,7 @@ class WebSocket(WriteFlow, asyncio.Protocol):
     def _deliver(self, message: str | bytes) -> None:
         self._messages.append(message)
         self._wake()
-        if len(self._messages) >= QUEUE_HIGH and self._proto.state is _OPEN:
+        if len(self._messages) >= self._queue_high and self._proto.state is _OPEN:
             self._pause_reading()
 
     def _wake(self) -> None:
@@ -416,7 +418,7 @@ class WebSocket(WriteFlow, asyncio.Protocol):
             messages = self._messages
             if messages:
                 message = messages.popleft()
-                if self._reading_paused and len(messages) <= QUEUE_LOW:
+                if self._reading_paused and len(messages) <= self._queue_low:
                     self._resume_reading()
                 return message
             closed = self.closed_code
