@@ -4,7 +4,11 @@
 # redis-server (the chat's channel layer across workers; the tests start their own),
 # nghttp2-client (h2load and nghttp: real HTTP/2 clients for the HTTP/2 tests),
 # nginx (docs/django.md's nginx config in front of bivio; tests/e2e/test_nginx.py
-# runs its own nginx on free ports with a temp prefix, never the system's service).
+# runs its own nginx on free ports with a temp prefix, never the system's service),
+# systemd (systemd-socket-activate and systemd-analyze for tests/e2e/test_systemd.py;
+# the tests run them directly, no systemd needs to be running),
+# haproxy (docs/proxy.md's PROXY protocol config in front of bivio;
+# tests/e2e/test_haproxy.py runs its own in the foreground on free ports).
 # Installed when missing and we are root; the tests that need them skip otherwise.
 set -u
 need=()
@@ -14,6 +18,8 @@ command -v wrk >/dev/null 2>&1 || need+=(wrk)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v h2load >/dev/null 2>&1 || need+=(nghttp2-client)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx)
+command -v systemd-socket-activate >/dev/null 2>&1 || need+=(systemd)
+command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || need+=(haproxy)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
   echo "system-deps: missing ${need[*]} (not root or no apt-get): those tests will skip" >&2

@@ -284,3 +284,22 @@ def wait_until(predicate, timeout: float = 30.0) -> bool:
             return True
         time.sleep(0.02)
     return False
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now (for a program the test starts: nginx, HAProxy)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def fill_placeholders(block: str, values: dict[str, str], where: str) -> str:
+    """A documented config with its placeholders replaced, each found exactly once.
+
+    ``where`` names the doc (for the message): the doc's block is the one the
+    test runs, so a placeholder that went missing or doubled fails loudly.
+    """
+    for placeholder, value in values.items():
+        assert block.count(placeholder) == 1, f"{where} should have {placeholder!r} once"
+        block = block.replace(placeholder, value)
+    return block

@@ -14,14 +14,13 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 from typing import Any
 
 import httpx
 import pytest
-from conftest import ROOT, Running, start_bivio, wait_until
+from conftest import ROOT, Running, free_port, start_bivio, wait_until
 from test_cli import assert_one_error_line, clean_env, run_cli
 
 from bivio.cli import build_parser, uvicorn_spellings
@@ -53,11 +52,6 @@ def config_of(*argv: str, env: dict[str, str] | None = None) -> Config:
     args.pop("app")
     return Config.from_options(args, env=env or {})
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 

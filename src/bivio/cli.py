@@ -19,8 +19,8 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from . import __version__
-from .core import exits
-from .core.config import _FALSE, _TRUE, GROUPS, OPTIONS, Config, ConfigError, Option
+from .core import configfile, exits
+from .core.config import _FALSE, _TRUE, GROUPS, OPTIONS, ConfigError, Option
 from .process.loader import LoadError
 
 OTHER_GROUP = "Other"
@@ -145,9 +145,12 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     args = vars(parser.parse_args(uvicorn_spellings(sys.argv[1:] if argv is None else argv)))
     app = args.pop("app")
     try:
-        config = Config.from_options(args)
+        config, where = configfile.load(args)
     except ConfigError as exc:
         parser.error(str(exc))
+    if config.print_config:
+        sys.stdout.write(configfile.describe(config, where))
+        sys.exit(exits.OK)
     if app is None and config.django is None:
         parser.error("the following arguments are required: MODULE:ATTR")
     try:

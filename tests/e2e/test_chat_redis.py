@@ -19,18 +19,13 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from conftest import ROOT, Running, start_bivio
+from conftest import ROOT, Running, free_port, start_bivio
 
 pytest.importorskip("channels_redis")
 from websockets.asyncio.client import ClientConnection, connect  # noqa: E402
 
 EXAMPLES = ROOT / "examples"
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -32,7 +32,7 @@ from pathlib import Path
 import httpx
 import pytest
 from certs import Certs, make_certs
-from conftest import ROOT, Running, read_until_close, start_bivio
+from conftest import ROOT, Running, fill_placeholders, free_port, read_until_close, start_bivio
 
 from e2e.example_site import example_args, prepare_example, run_chat_page
 
@@ -96,17 +96,8 @@ def placeholders(http: int, https: int, bivio: int, certs: Certs,
 
 
 def fill(block: str, values: dict[str, str]) -> str:
-    for placeholder, value in values.items():
-        assert block.count(placeholder) == 1, \
-            f"docs/django.md's nginx block should have {placeholder!r} once"
-        block = block.replace(placeholder, value)
-    return block
+    return fill_placeholders(block, values, "docs/django.md's nginx block")
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass

@@ -74,10 +74,12 @@ GROUPS: tuple[str, ...] = (
     "Workers and reload",
     "WebSockets",
     "Static files",
+    "Configuration",
 )
 """The option groups, in the order ``bivio --help`` and the README show them."""
 
-_BIND, _TLS, _H2, _APP, _PROXY, _LOG, _LIMIT, _HEADERS, _WORKERS, _WS, _STATIC = GROUPS
+_BIND, _TLS, _H2, _APP, _PROXY, _LOG, _LIMIT, _HEADERS, _WORKERS, _WS, _STATIC = GROUPS[:11]
+_CONF = "Configuration"
 
 OPTIONS: tuple[Option, ...] = (
     # -- Binding
@@ -220,6 +222,11 @@ OPTIONS: tuple[Option, ...] = (
     Option("forwarded_allow_ips", "str", None,
            "Comma-separated IPs or networks trusted for proxy headers ('*' for all). "
            "Default: $FORWARDED_ALLOW_IPS or 127.0.0.1.", metavar="IPS", group=_PROXY),
+    Option("proxy_protocol", "choice", "off",
+           "Expect a PROXY protocol header (HAProxy's send-proxy: v1, send-proxy-v2: v2, "
+           "auto: either) first on every connection, from --forwarded-allow-ips only; "
+           "it gives the client address. Not with --ssl-certfile.",
+           choices=("off", "v1", "v2", "auto"), group=_PROXY),
     Option("root_path", "str", "",
            "Mount point of the app (ASGI root_path), when a proxy serves it under a prefix.",
            metavar="PATH", group=_PROXY),
@@ -238,6 +245,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("error_logfile", "str", None,
            "gunicorn's: write the server log to this file instead of stderr ('-': stderr).",
            metavar="FILE", group=_LOG),
+    Option("log_format", "choice", "text",
+           "Format of the server and access log lines: text, or json (one JSON object a "
+           "line: time, level, logger, message; the request's fields on access lines).",
+           choices=("text", "json"), group=_LOG),
     # -- Limits and timeouts
     Option("timeout_keep_alive", "float", 5.0,
            "Close a keep-alive connection idle for this many seconds.", minimum=0.0,
@@ -285,6 +296,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("timeout_worker_healthcheck", "float", 30.0,
            "Kill and replace a worker whose event loop has been blocked this many seconds.",
            minimum=0.1, group=_WORKERS),
+    Option("loop_warn", "float", 0.25,
+           "Log the stack and the request when the event loop has been blocked this many "
+           "seconds (once per stall; 0: off).", metavar="SECONDS", minimum=0.0,
+           group=_WORKERS),
     Option("limit_max_requests", "int", None,
            "Replace a worker gracefully after it has served about this many requests.",
            minimum=1, group=_WORKERS),
@@ -334,6 +349,14 @@ OPTIONS: tuple[Option, ...] = (
            "Serve files under URL_PREFIX from DIRECTORY before any app (repeatable; "
            "e.g. /static/=/srv/mysite/static).", metavar="URL_PREFIX=DIRECTORY",
            group=_STATIC),
+    # -- Configuration
+    Option("config", "str", None,
+           "Read options from this TOML file (keys: the option names, dashes or "
+           "underscores). Default: ./bivio.toml, else [tool.bivio] in ./pyproject.toml.",
+           metavar="FILE", group=_CONF),
+    Option("print_config", "bool", False,
+           "Print the effective settings and where each came from (default, file, "
+           "environment variable, command line), then exit.", group=_CONF),
 )
 
 OPTIONS_BY_NAME: dict[str, Option] = {o.name: o for o in OPTIONS}
@@ -405,6 +428,29 @@ def _env_label(exc: ConfigError, options: Mapping[str, Any] | None, env: Mapping
     return variable + message[len(option.flag):]
 
 
+def _file_values(file: Mapping[str, Any], options: Mapping[str, Any],
+                 env: Mapping[str, str]) -> dict[str, Any]:
+    """A config file's options, the lowest layer. Its address options that would clash
+    with an address given above it step aside: ``bind`` above drops the file's
+    host/port/uds/fd/bind; host/port/uds/fd above drop the file's ``bind``, and uds/fd
+    above drop the file's uds/fd."""
+    values = {k: v for k, v in file.items() if v is not None}
+
+    def above(name: str) -> bool:
+        return options.get(name) is not None or OPTIONS_BY_NAME[name].env in env
+
+    drop: set[str] = set()
+    if above("bind"):
+        drop.update(("host", "port", "uds", "fd", "bind"))
+    if any(above(n) for n in ("host", "port", "uds", "fd")):
+        drop.add("bind")
+    if above("uds") or above("fd"):
+        drop.update(("uds", "fd"))
+    for name in drop:
+        values.pop(name, None)
+    return values
+
+
 def parse_header(text: str) -> tuple[bytes, bytes]:
     """``NAME:VALUE`` (``--header``), checked by the same rule as every response header."""
     name, sep, value = text.partition(":")
@@ -474,6 +520,10 @@ def _check_tls(values: dict[str, Any]) -> None:
                 raise ConfigError(f"--{name.replace('_', '-')}: needs --ssl-certfile")
     if values.get("ssl_cert_reqs", "none") != "none" and values.get("ssl_ca_certs") is None:
         raise ConfigError("--ssl-cert-reqs: needs --ssl-ca-certs to verify client certificates")
+    if values.get("proxy_protocol", "off") != "off" and values.get("ssl_certfile") is not None:
+        raise ConfigError("--proxy-protocol: not with --ssl-certfile (the header comes before "
+                          "the TLS handshake); terminate TLS at the proxy, or use "
+                          "X-Forwarded-For / Forwarded")
 
 
 
@@ -582,12 +632,14 @@ class Config:
     root_path: str = ""
     proxy_headers: bool = True
     forwarded_allow_ips: str | None = None
+    proxy_protocol: str = "off"
     log_level: str = "info"
     access_log: bool = True
     log_config: str | None = None
     use_colors: bool = False
     access_logfile: str | None = None
     error_logfile: str | None = None
+    log_format: str = "text"
     timeout_keep_alive: float = 5.0
     timeout_request_header: float = 10.0
     timeout_request_body: float = 30.0
@@ -615,6 +667,7 @@ class Config:
     reset_contextvars: bool = False
     workers: int | None = None
     timeout_worker_healthcheck: float = 30.0
+    loop_warn: float = 0.25
     limit_max_requests: int | None = None
     limit_max_requests_jitter: int = 0
     reload: bool = False
@@ -633,6 +686,8 @@ class Config:
     ws_ping_timeout: float = 20.0
     ws_per_message_deflate: bool = True
     static: tuple[str, ...] = ()
+    config: str | None = None
+    print_config: bool = False
     # Derived once here so the hot path never re-parses them.
     extra_headers: tuple[tuple[bytes, bytes], ...] = field(default=(), repr=False)
     trusted_proxies: tuple[Any, ...] = field(default=(), repr=False)
@@ -646,18 +701,22 @@ class Config:
 
     @classmethod
     def from_options(
-        cls, options: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None
+        cls, options: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None,
+        file: Mapping[str, Any] | None = None,
     ) -> Config:
-        """Merge defaults < ``BIVIO_*`` environment < explicit options, and validate.
+        """Merge defaults < config file < ``BIVIO_*`` environment < explicit options,
+        and validate.
 
         ``options`` holds only what the user set explicitly (``None`` values are
-        ignored); unknown names raise :class:`ConfigError`.
+        ignored); unknown names raise :class:`ConfigError`. ``file``: the options of
+        a config file, already converted (:func:`bivio.core.configfile.read_config_file`).
         """
         env = os.environ if env is None else env
-        env_file = (options or {}).get("env_file") or env.get("BIVIO_ENV_FILE")
+        env_file = ((options or {}).get("env_file") or env.get("BIVIO_ENV_FILE")
+                    or (file or {}).get("env_file"))
         if env_file:  # its variables count as environment; those already set win
             env = {**_env_file_values(env_file, env), **env}
-        values: dict[str, Any] = {}
+        values: dict[str, Any] = _file_values(file or {}, options or {}, env)
         for option in OPTIONS:
             # An explicit option wins: its variable is not even read.
             if option.env in env and (options or {}).get(option.name) is None:
@@ -713,7 +772,12 @@ class Config:
         return self.ssl_certfile is not None
 
     def is_trusted_proxy(self, host: str | None) -> bool:
-        if not self.proxy_headers or host is None:
+        """Whether to apply the proxy headers of this peer (``--proxy-headers`` on)."""
+        return self.proxy_headers and self.is_allowed_proxy(host)
+
+    def is_allowed_proxy(self, host: str | None) -> bool:
+        """Whether ``host`` is in ``--forwarded-allow-ips`` (``unix:`` for a UNIX socket)."""
+        if host is None:
             return False
         if self.trusted_proxies == ("*",):
             return True

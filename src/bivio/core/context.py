@@ -113,6 +113,9 @@ class ServerContext:
         # Requests started by this worker: the supervisor's worker agent reads it
         # for --limit-max-requests (a counter here costs one add per request).
         self.requests = 0
+        # Event-loop stalls longer than --loop-warn, counted by the loop watchdog
+        # (bivio.process.watchdog) from its own thread: what metrics will export.
+        self.loop_stalls = 0
         self.intake_paused = False
         # Called with a ResponseInfo after every response; empty means nobody
         # listens, and protocols then build no record at all (the hot path).

@@ -17,7 +17,8 @@ import logging.config
 import logging.handlers
 import os
 import sys
-from typing import IO, TYPE_CHECKING
+from datetime import datetime
+from typing import IO, TYPE_CHECKING, Any
 
 from .config import Config, ConfigError
 
@@ -42,7 +43,7 @@ _LEVELS = {
 
 def setup_logging(level: str, access_log: bool, *, log_config: str | None = None,
                   use_colors: bool = False, access_logfile: str | None = None,
-                  error_logfile: str | None = None) -> None:
+                  error_logfile: str | None = None, log_format: str = "text") -> None:
     """Attach bivio's handlers unless the user already configured these loggers.
 
     ``log_config`` (``--log-config``) is applied first; bivio then adds no
@@ -50,11 +51,19 @@ def setup_logging(level: str, access_log: bool, *, log_config: str | None = None
     when the file configured only the root (the records propagate there).
     ``access_logfile`` / ``error_logfile`` (gunicorn's flags) send a logger to a
     file, ``-`` meaning stdout for the access log and stderr for the server log.
+    ``log_format`` (``--log-format``) is ``text`` or ``json`` (:class:`JSONFormatter`:
+    one object a line) for the handlers bivio adds.
     Raises :class:`bivio.core.config.ConfigError` for a file that cannot be used.
     """
     if log_config is not None:
         _apply_log_config(log_config)
-    fmt = _ColorFormatter(_FORMAT, _DATEFMT) if use_colors else logging.Formatter(_FORMAT, _DATEFMT)
+    fmt: logging.Formatter
+    if log_format == "json":
+        fmt = JSONFormatter()
+    elif use_colors:
+        fmt = _ColorFormatter(_FORMAT, _DATEFMT)
+    else:
+        fmt = logging.Formatter(_FORMAT, _DATEFMT)
     for log, target, flag, dash in ((logger, error_logfile, "--error-logfile", sys.stderr),
                                     (access_logger, access_logfile, "--access-logfile",
                                      sys.stdout)):
@@ -76,7 +85,7 @@ def configure_logging(config: Config) -> None:
     """:func:`setup_logging` with the logging options of ``config``."""
     setup_logging(config.log_level, config.access_log, log_config=config.log_config,
                   use_colors=config.use_colors, access_logfile=config.access_logfile,
-                  error_logfile=config.error_logfile)
+                  error_logfile=config.error_logfile, log_format=config.log_format)
 
 _FORMAT = "%(asctime)s [%(process)d] %(levelname)s %(message)s"
 _DATEFMT = "%Y-%m-%d %H:%M:%S"
@@ -97,6 +106,43 @@ class _ColorFormatter(logging.Formatter):
             return super().formatMessage(record)
         finally:
             record.levelname = plain
+
+
+class JSONFormatter(logging.Formatter):
+    """``--log-format json``: one JSON object a line (stdlib only).
+
+    Every line has ``time`` (ISO 8601, local time with its UTC offset, milliseconds),
+    ``level``, ``logger``, ``process`` and ``message``; ``exception`` (the formatted
+    traceback) when the record carries one. An access line (``bivio.access``) adds
+    ``client``, ``method``, ``target``, ``path``, ``query``, ``http_version``,
+    ``status``, ``bytes``, ``duration_ms``, ``protocol`` and ``interface``.
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        moment = datetime.fromtimestamp(record.created).astimezone()
+        data: dict[str, Any] = {
+            "time": moment.isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "process": record.process,
+            "message": record.getMessage(),
+        }
+        info = getattr(record, "response", None)
+        if info is not None:
+            client = info.client
+            path, _, query = info.target.partition("?")
+            data.update(client=f"{client[0]}:{client[1]}" if client else None,
+                        method=info.method, target=info.target, path=path, query=query,
+                        http_version=info.http_version, status=info.status, bytes=info.sent,
+                        duration_ms=round(info.duration * 1000.0, 3), protocol=info.protocol,
+                        interface=info.interface)
+        if record.exc_info:
+            data["exception"] = self.formatException(record.exc_info)
+        elif record.exc_text:
+            data["exception"] = record.exc_text
+        if record.stack_info:
+            data["stack"] = self.formatStack(record.stack_info)
+        return json.dumps(data, ensure_ascii=False, default=str)
 
 
 def _handler(target: str, flag: str, dash: IO[str], fmt: logging.Formatter) -> logging.Handler:
@@ -154,4 +200,5 @@ def log_response(info: ResponseInfo) -> None:
     client = info.client
     who = f"{client[0]}:{client[1]}" if client else "-"
     access_logger.info('%s - "%s %s HTTP/%s" %d %d %.2fms', who, info.method, info.target,
-                       info.http_version, info.status, info.sent, info.duration * 1000.0)
+                       info.http_version, info.status, info.sent, info.duration * 1000.0,
+                       extra={"response": info})

@@ -10,6 +10,7 @@ from ..core.envfile import read_env_file
 from ..core.logs import configure_logging, logger
 from .loader import django_targets
 from .server import run
+from .systemd import activate
 
 
 def serve(app: Any, options: dict[str, Any], config: Config | None = None) -> int:
@@ -30,6 +31,7 @@ def serve(app: Any, options: dict[str, Any], config: Config | None = None) -> in
         os.environ.setdefault("DJANGO_SETTINGS_MODULE", f"{config.django}.settings")
     elif app is None:
         raise ConfigError("no application given: pass MODULE:ATTR (or --django PROJECT)")
+    config = activate(config)  # systemd socket activation ($LISTEN_FDS): serve fd 3
     pid = _write_pid(config.pid) if config.pid is not None else None
     try:
         if config.needs_supervisor():

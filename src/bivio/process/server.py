@@ -21,7 +21,9 @@ from ..core.version import __version__
 from ..protocols.http1 import H1Connection
 from .errors import StartupError
 from .loader import WSGIApp, load_app, load_pair
+from .systemd import Notifier, notifier
 from .tls import Handshakes, build_ssl_context, served_certificate
+from .watchdog import LoopWatchdog
 
 # Set by bivio.supervisor in a worker process before it runs the ordinary serve
 # path: called once this worker is ready (lifespan startup done, accepting), so it
@@ -168,10 +170,17 @@ class Server:
         # makes run() exit with exits.ABORTED.
         self.aborted: set[asyncio.Task[None]] = set()
         self._handshakes: Handshakes | None = None
+        self._notifier: Notifier | None = None  # sd_notify, single process under systemd
+        # --loop-warn: logs where a blocked event loop is stuck (None when 0: off).
+        self.watchdog = LoopWatchdog(self.ctx, config.loop_warn) if config.loop_warn else None
 
     async def serve(self, sock: socket.socket | None = None) -> None:
         """Start, serve until :meth:`stop` (or SIGINT/SIGTERM), then shut down gracefully."""
         loop = asyncio.get_running_loop()
+        if on_worker_ready is None:  # a worker's supervisor speaks to systemd
+            self._notifier = notifier()
+            if self._notifier is not None and self._notifier.watchdog is not None:
+                self._systemd_watchdog(loop, self._notifier)
         if self.config.tls:  # before the app's startup: a bad certificate fails fast
             if self.ssl_context is None:
                 self.ssl_context = build_ssl_context(self.config)
@@ -188,6 +197,8 @@ class Server:
             raise
         self.sockets = [sock]
         self.ctx.start_date_timer(loop)
+        if self.watchdog is not None:
+            self.watchdog.start(loop)
         factory = self._protocol_factory(loop)
         tls: dict[str, Any] = {}
         if self.ssl_context is not None:
@@ -204,6 +215,8 @@ class Server:
         self.started = True
         if on_worker_ready is None:
             self._log_started(sock)
+            if self._notifier is not None:
+                self._notifier.ready(f"serving on {listener_url(sock, self.config.tls)}")
         self._install_signals(loop)
         if on_worker_ready is not None:
             on_worker_ready(self)
@@ -214,15 +227,28 @@ class Server:
 
     def _protocol_factory(self, loop: asyncio.AbstractEventLoop) -> Callable[[], Any]:
         """What speaks first on a new connection: HTTP/1.1 (which hands over to
-        HTTP/2 on ALPN h2, a PRI preface or h2c), or HTTP/2 alone (``--http h2``)."""
+        HTTP/2 on ALPN h2, a PRI preface or h2c), or HTTP/2 alone (``--http h2``);
+        with ``--proxy-protocol``, a front that reads the PROXY header first."""
+        factory: Callable[[], Any] = lambda: H1Connection(self.ctx, loop)  # noqa: E731
         if self.config.http == "h2":
             from ..protocols.http2 import H2Connection
 
-            return lambda: H2Connection(self.ctx, loop)
-        return lambda: H1Connection(self.ctx, loop)
+            factory = lambda: H2Connection(self.ctx, loop)  # noqa: E731
+        if self.config.proxy_protocol != "off":  # --proxy-protocol: the header first
+            from ..protocols.proxy_protocol import ProxyProtocolFront
+
+            inner = factory
+            return lambda: ProxyProtocolFront(self.ctx, loop, inner)
+        return factory
 
     def stop(self) -> None:
         self.should_exit.set()
+
+    def _systemd_watchdog(self, loop: asyncio.AbstractEventLoop, notify: Notifier) -> None:
+        """``WATCHDOG=1`` from the event loop: a blocked loop stops the pings."""
+        notify.ping()
+        assert notify.watchdog is not None
+        loop.call_later(notify.watchdog, self._systemd_watchdog, loop, notify)
 
     def _install_signals(self, loop: asyncio.AbstractEventLoop) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -281,6 +307,8 @@ class Server:
         """Stop accepting, finish in-flight requests, close the rest, run lifespan shutdown."""
         ctx = self.ctx
         ctx.shutting_down = True
+        if self._notifier is not None:
+            self._notifier.stop()
         for server in self.servers:
             server.close()
         # asyncio gives a connection it accepted just before the close its protocol
@@ -317,6 +345,8 @@ class Server:
         for server in self.servers:
             await server.wait_closed()
         ctx.stop_date_timer()
+        if self.watchdog is not None:
+            self.watchdog.stop()
         self.handler.shutdown()  # WSGI: stop the idle pool threads
         await self.lifespan.shutdown()
         if self.config.uds and os.path.exists(self.config.uds):

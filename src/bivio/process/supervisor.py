@@ -60,13 +60,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
-from ..core import exits
+from ..core import configfile, exits
 from ..core.config import OPTIONS, Config, ConfigError
 from ..core.logs import configure_logging, logger
 from . import loader as loader_module
 from . import server as server_module
 from .loader import LoadError
 from .server import StartupError, banner, bind_socket, listener_url
+from .systemd import NOTIFY_ENV
+from .systemd import notifier as systemd_notifier
 from .tls import build_ssl_context
 
 WORKER_CODE = "from bivio.process.supervisor import worker_main; worker_main()"
@@ -329,6 +331,8 @@ class Supervisor:
         self._tick_handle: asyncio.TimerHandle | None = None
         self._booted = False
         self._announced = False  # the "serving on" banner, once the first worker is ready
+        self.notify = systemd_notifier()  # sd_notify under systemd ($NOTIFY_SOCKET), or None
+        self._reloading = False  # RELOADING=1 sent: READY=1 once the rolling restart is over
         # Load errors printed since the last reload or ready worker: N workers failing
         # on the same import error print it once.
         self._reported: set[str] = set()
@@ -394,7 +398,7 @@ class Supervisor:
         parent_end, child_end = socket.socketpair()
         parent_end.setblocking(False)
         options = worker_options(self.config, self.listeners[0].fileno())
-        env = dict(os.environ)
+        env = {k: v for k, v in os.environ.items() if k not in NOTIFY_ENV}  # systemd: ours
         password = options.pop("ssl_keyfile_password", None)
         if password is not None:
             env[PASSWORD_ENV] = password
@@ -459,7 +463,10 @@ class Supervisor:
 
     def _advance(self) -> None:
         """Rolling restart: start the next replacement once the previous one is ready."""
-        if self.stopping or self.broken:
+        if self.stopping:
+            return
+        if self.broken:
+            self._reloaded()
             return
         if any(w.state == "starting" and w.replaces is not None for w in self.workers):
             return
@@ -468,21 +475,38 @@ class Supervisor:
             if old in self.workers and old.state == "ready":
                 self._spawn(reason, replaces=old)
                 return
+        self._reloaded()
 
-    def _reload_all(self, reason: str) -> None:
+    def _reloaded(self) -> None:
+        """systemd: the rolling restart is over (done or aborted): ``READY=1`` again."""
+        if self._reloading:
+            self._reloading = False
+            if self.notify is not None and not self.stopping:
+                self.notify.ready(self._status())
+
+    def _status(self) -> str:
+        ready = sum(1 for w in self.workers if w.state == "ready")
+        return (f"serving on {', '.join(listener_url(s, self.config.tls) for s in self.listeners)}"
+                f": {ready} worker{'s' if ready != 1 else ''} ready")
+
+    def _reload_all(self, reason: str) -> bool:
         """Replace every worker, one by one, each new one ready before an old one stops.
 
         The new workers read the TLS files again (renewed certificates): files
         that do not load abort the reload here, with the reason, rather than
         in every new worker.
         """
+        if self.notify is not None:
+            self._reloading = True
+            self.notify.reloading(f"Reloading ({reason})")
         try:
             self._check_tls()
         except StartupError as exc:
             serving = any(w.state == "ready" for w in self.workers)
             logger.error("Reload aborted: %s.%s", exc,
                          " The running workers keep serving." if serving else "")
-            return
+            self._reloaded()
+            return False
         self.broken = False
         self._reported.clear()  # new code: its errors are news
         for worker in self.workers:
@@ -491,9 +515,28 @@ class Supervisor:
         self.to_replace = [(w, reason) for w in self.workers if w.state == "ready"]
         self._advance()
         self._maintain()
+        return True
+
+    def _reread_config(self) -> bool:
+        """SIGHUP: read the config file again (as the command started, see
+        :func:`bivio.core.configfile.reload_config`); the new workers get its options.
+        False when it cannot be used: the running workers keep serving."""
+        try:
+            new = configfile.reload_config(self.config)
+        except ConfigError as exc:
+            logger.error("Reload aborted: %s. The running workers keep serving.", exc)
+            return False
+        if new is not None:
+            changed = configfile.changes(self.config, new)
+            if changed:
+                logger.info("Options changed: %s", "; ".join(changed))
+            self.config = new
+        return True
 
     def _stop_all(self) -> None:
         self.stopping = True
+        if self.notify is not None:
+            self.notify.stop()
         self.to_replace.clear()
         for worker in self.workers:
             if worker.state in ("starting", "ready"):
@@ -583,6 +626,8 @@ class Supervisor:
         for sock in self.listeners:
             logger.info("%s", banner(listener_url(sock, self.config.tls), self.config,
                                      about.get("mode", "?"), about.get("loop", "?"), count))
+        if self.notify is not None:
+            self.notify.ready(self._status())
 
     def _on_recycle(self, worker: Worker) -> None:
         if self.stopping or worker.state != "ready" or any(w is worker for w, _ in self.to_replace):
@@ -611,7 +656,15 @@ class Supervisor:
                 worker.state = "killing"
                 worker.deadline = now + KILL_GRACE
                 _kill(worker.pid, signal.SIGUSR1)
+        if self.notify is not None and self.notify.ping_due() and self._healthy(now):
+            self.notify.ping()
         self._tick_handle = self.loop.call_later(TICK, self._tick)
+
+    def _healthy(self, now: float) -> bool:
+        """systemd's watchdog: some worker is starting, or ready and beating in time."""
+        timeout = self.config.timeout_worker_healthcheck
+        return any(w.state == "starting" or (w.state == "ready" and now - w.last_beat <= timeout)
+                   for w in self.workers)
 
     def _check_exit(self, worker: Worker) -> bool:
         code = worker.proc.poll()
@@ -685,7 +738,11 @@ class Supervisor:
             return
         if sig == signal.SIGHUP:
             logger.info("Received SIGHUP: replacing the workers one by one")
-            self._reload_all("reload")
+            old = self.config
+            if not self._reread_config():
+                return
+            if not self._reload_all("reload"):
+                self.config = old  # aborted: what the running workers were started with
         elif sig == signal.SIGTTIN:
             self.target += 1
             logger.info("Received SIGTTIN: %d worker(s) now", self.target)

@@ -39,7 +39,7 @@ from ..core.headers import check_headers
 from ..core.logs import logger
 from ..core.stream import ClientDisconnected, Headers, TLSInfo, plain_response
 from .flow import Linger, StreamWaiters, WriteFlow, peer_name
-from .proxy import apply_proxy_headers
+from .proxy import Proxied, apply_proxy_headers
 from .tls import connection_tls
 
 if TYPE_CHECKING:
@@ -381,6 +381,9 @@ def _without(defaults: bytes, name: bytes) -> bytes:
 class H1Connection(WriteFlow, asyncio.Protocol):
     """One HTTP/1.1 connection: parse, enforce limits, frame responses."""
 
+    #: ``(client, server)`` from a PROXY protocol header, set before connection_made.
+    proxied: Proxied = None
+
     def __init__(self, ctx: ServerContext, loop: asyncio.AbstractEventLoop | None = None) -> None:
         self.ctx = ctx
         self.config = ctx.config
@@ -432,8 +435,11 @@ class H1Connection(WriteFlow, asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-        self.client = _address(transport.get_extra_info("peername"))
-        self.server = _address(transport.get_extra_info("sockname"))
+        if self.proxied is not None:  # from a PROXY protocol header (proxy_protocol.py)
+            self.client, self.server = self.proxied
+        else:
+            self.client = _address(transport.get_extra_info("peername"))
+            self.server = _address(transport.get_extra_info("sockname"))
         if self.config.tls:
             self.tls = connection_tls(transport, self.ctx.tls_server_cert)
             self.scheme = "https"
@@ -533,7 +539,8 @@ class H1Connection(WriteFlow, asyncio.Protocol):
             self._timer.cancel()
             self._timer = None
         self.ctx.connections.discard(self)
-        conn = H2Connection.take_over(self.ctx, self.loop, self.transport, data, upgrade)
+        conn = H2Connection.take_over(self.ctx, self.loop, self.transport, data, upgrade,
+                                      proxied=self.proxied)
         self._hand_over_write_flow(conn)
 
     async def drain(self) -> None:

@@ -77,7 +77,7 @@ from ..core.headers import check_headers
 from ..core.logs import logger
 from ..core.stream import ClientDisconnected, Headers, TLSInfo, plain_response
 from .flow import Linger, StreamWaiters, WriteFlow, peer_name
-from .proxy import apply_proxy_headers
+from .proxy import Proxied, apply_proxy_headers
 from .tls import connection_tls
 
 if TYPE_CHECKING:
@@ -480,6 +480,9 @@ class _StreamChannel:
 class H2Connection(WriteFlow, asyncio.Protocol):
     """One HTTP/2 connection: frames in, streams to the handler, frames out."""
 
+    #: ``(client, server)`` from a PROXY protocol header, set before connection_made.
+    proxied: Proxied = None
+
     def __init__(self, ctx: ServerContext, loop: asyncio.AbstractEventLoop | None = None) -> None:
         self.ctx = ctx
         cfg = self.config = ctx.config
@@ -562,8 +565,11 @@ class H2Connection(WriteFlow, asyncio.Protocol):
 
     def _adopt(self, transport: Any) -> None:
         self.transport = transport
-        self.client = _address(transport.get_extra_info("peername"))
-        self.server = _address(transport.get_extra_info("sockname"))
+        if self.proxied is not None:  # from a PROXY protocol header (proxy_protocol.py)
+            self.client, self.server = self.proxied
+        else:
+            self.client = _address(transport.get_extra_info("peername"))
+            self.server = _address(transport.get_extra_info("sockname"))
         if self.config.tls:
             self.tls = connection_tls(transport, self.ctx.tls_server_cert)
             self.scheme = "https"
@@ -581,7 +587,7 @@ class H2Connection(WriteFlow, asyncio.Protocol):
     @classmethod
     def take_over(cls, ctx: ServerContext, loop: asyncio.AbstractEventLoop, transport: Any,
                   data: bytes = b"", upgrade: tuple[bytes, str, bytes, Headers] | None = None,
-                  ) -> H2Connection:
+                  proxied: Proxied = None) -> H2Connection:
         """Take a connection over from HTTP/1.1 (prior knowledge or ``Upgrade: h2c``).
 
         ``data``: bytes already read that belong to HTTP/2 (from the preface
@@ -590,6 +596,7 @@ class H2Connection(WriteFlow, asyncio.Protocol):
         1, and the caller has already written the 101.
         """
         self = cls(ctx, loop)
+        self.proxied = proxied
         self._adopt(transport)
         transport.set_protocol(self)
         if upgrade is not None:
