@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import httpx
 import pytest
-
-from tests.apps import blocking
+from conftest import ROOT
 
 APP = "tests.apps.blocking:app"
 TIMEOUT = 30.0
@@ -17,7 +14,7 @@ CAME_BACK = "Event loop came back after"
 
 def sleep_line() -> str:
     """The stack line naming the app's time.sleep call: its file and line number."""
-    path = Path(blocking.__file__).resolve()
+    path = (ROOT / "tests" / "apps" / "blocking.py").resolve()
     number = next(i for i, line in enumerate(path.read_text().splitlines(), 1)
                   if "time.sleep(" in line)
     return f'File "{path}", line {number}, in blocking_view'
