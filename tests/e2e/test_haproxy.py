@@ -59,7 +59,6 @@ def fill(block: str, values: dict[str, str]) -> str:
     return fill_placeholders(block, values, "docs/proxy.md's haproxy block")
 
 
-
 @dataclass
 class HAProxy:
     proc: subprocess.Popen

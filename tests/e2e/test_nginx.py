@@ -99,7 +99,6 @@ def fill(block: str, values: dict[str, str]) -> str:
     return fill_placeholders(block, values, "docs/django.md's nginx block")
 
 
-
 @dataclass
 class Nginx:
     proc: subprocess.Popen

@@ -84,7 +84,6 @@ if TYPE_CHECKING:
     from .websocket import WebSocket
 
 PROTOCOL = "h2"  # the ALPN name, for the per-response hook
-PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
 # Response header fields HTTP/2 forbids (RFC 9113 §8.2.2): an app's are dropped.
 CONNECTION_SPECIFIC = frozenset({b"connection", b"keep-alive", b"proxy-connection",
@@ -953,15 +952,13 @@ class H2Connection(WriteFlow, asyncio.Protocol):
         self._channels.discard(stream)
         if stream in self._queued:
             self._queued.remove(stream)
+        if not stream.response_complete:
+            # Reset while its handler still runs: it keeps its place until it
+            # returns, so resets cannot start unbounded work (CVE-2023-44487).
+            self._hold_place_until_return(stream)
         if stream._counted:
-            task = stream._task
-            if task is not None and not task.done() and not stream.response_complete:
-                # Reset while its handler still runs: it keeps its place until it
-                # returns, so resets cannot start unbounded work (CVE-2023-44487).
-                task.add_done_callback(lambda _task: self._handler_gone())
-            else:
-                self._handler_gone()
             stream._counted = False
+            self._handler_gone()
         if not self.streams:
             self._idle_since = self.loop.time()
             if self._goaway_last is not None:
