@@ -76,7 +76,10 @@ FUZZ_ARGS ?= --inputs 1000000
 fuzz: install-test
 	$(BIN)/python scripts/fuzz.py $(FUZZ_ARGS)
 
-## Benchmarks (docs/performance.md): peers in bench/.venv-peers, a Markdown table
+## Benchmarks (docs/performance.md): peers in bench/.venv-peers, a Markdown table;
+## then instructions (valgrind callgrind) and syscalls (strace) per request for ASGI
+## hello, WSGI hello and the Django sync view. BENCH_ARGS="--counts off" skips those,
+## BENCH_ARGS="--counts only" runs only them.
 PEERS := bench/.venv-peers
 BENCH_ARGS ?=
 

@@ -34,6 +34,24 @@ def _fmt(value: float | None, spec: str, suffix: str = "") -> str:
 
 
 def render(outcomes: list, env: dict[str, Any], args: argparse.Namespace) -> str:
+    """The timing table (unless ``--counts only``), then the counted table (if any)."""
+    counted = render_counts(outcomes, args)
+    if getattr(args, "counts", "off") == "only":
+        return "\n".join([f"## bivio benchmark ({env['started']}, counts only)", "",
+                          counted or "Nothing counted (no counted scenario selected)."])
+    table = _render_timings(outcomes, env, args)
+    return table + ("\n\n" + counted if counted else "")
+
+
+def _count_cells(o: Any) -> str:
+    """The instructions and syscalls cells of the timing table ('' when not counted)."""
+    c = getattr(o, "counts", None)
+    if c is None:
+        return " | "
+    return f"{c.instructions / 1000:,.1f} | {c.syscalls:.2f}"
+
+
+def _render_timings(outcomes: list, env: dict[str, Any], args: argparse.Namespace) -> str:
     lines = [
         f"## bivio benchmark ({env['started']}{', smoke' if args.smoke else ''})",
         "",
@@ -43,8 +61,8 @@ def render(outcomes: list, env: dict[str, Any], args: argparse.Namespace) -> str
         f"{args.rounds} round(s) × {args.seconds:g} s (+{args.warmup:g} s warm-up), medians.",
         "",
         "| scenario | server | req/s | p50 ms | p99 ms | errors | RSS MiB | CPU µs/req "
-        "| bivio ÷ server | note |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        "| k instr/req | syscalls/req | bivio ÷ server | note |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     others: list[float] = []
     by_scenario: dict[str, list] = {}
@@ -63,7 +81,8 @@ def render(outcomes: list, env: dict[str, Any], args: argparse.Namespace) -> str
                 else:
                     note = ("bivio: not yet supported" if o.server == "bivio" else "failed") + \
                         f" ({o.problem})"
-                lines.append(f"| {label} | {o.server} | — | — | — | — | — | — | — | {note} |")
+                lines.append(f"| {label} | {o.server} | — | — | — | — | — | — | "
+                             f"{_count_cells(o)} | — | {note} |")
                 continue
             rounds = [m for m in o.rounds if m is not None]
             others += [m.other_load for m in rounds]
@@ -101,8 +120,50 @@ def render(outcomes: list, env: dict[str, Any], args: argparse.Namespace) -> str
                 f"{_fmt(_med([m.p50_ms for m in rounds]), '.2f')} | "
                 f"{_fmt(_med([m.p99_ms for m in rounds]), '.2f')} | {errors} | "
                 f"{_fmt(rss, '.1f')} | {_fmt(_med([m.cpu_us for m in rounds]), '.1f')} | "
-                f"{_fmt(ratio, '.2f', '×')} | {'; '.join(note)} |")
+                f"{_count_cells(o)} | {_fmt(ratio, '.2f', '×')} | {'; '.join(note)} |")
     lines += ["", _load_note(env, others)]
+    return "\n".join(lines)
+
+
+def render_counts(outcomes: list, args: argparse.Namespace) -> str:
+    """The counted table: instructions and system calls per request (bench/counts.py),
+    with bivio's ratio to each server on both; '' when nothing was counted."""
+    rows = [o for o in outcomes if getattr(o, "counts", None) or getattr(o, "count_problem", None)]
+    if not rows:
+        return ""
+    first = next((o.counts for o in rows if o.counts), None)
+    requests = first.requests if first else getattr(args, "count_requests", 0)
+    lines = [
+        f"Counted (machine-independent): {requests:,} HTTP/1.1 keep-alive requests "
+        f"(`h2load --h1 -n {requests} -c {getattr(args, 'count_connections', 64)}`) per "
+        "run, minus a run without them; user-space instructions from `valgrind "
+        "--tool=callgrind --trace-children=yes` (every process of the server), system "
+        "calls from `strace -f -c`.",
+        "",
+        "| scenario | server | k instr/req | syscalls/req | bivio ÷ server, instr "
+        "| bivio ÷ server, syscalls | most frequent calls per request |",
+        "| --- | --- | ---: | ---: | ---: | ---: | --- |",
+    ]
+    seen: set[str] = set()
+    for o in rows:
+        name = o.scenario.name
+        label = "" if name in seen else f"**{name}**"
+        seen.add(name)
+        c = o.counts
+        if c is None:
+            lines.append(f"| {label} | {o.server} | — | — | — | — | not counted: "
+                         f"{o.count_problem} |")
+            continue
+        bivio = next((b.counts for b in rows if b.scenario.name == name
+                      and b.server == "bivio" and b.counts), None)
+        if bivio is not None and o.server != "bivio":
+            ri = _fmt(bivio.instructions / c.instructions if c.instructions > 0 else None,
+                      ".2f", "×")
+            rs = _fmt(bivio.syscalls / c.syscalls if c.syscalls > 0 else None, ".2f", "×")
+        else:
+            ri = rs = "—"
+        lines.append(f"| {label} | {o.server} | {c.instructions / 1000:,.1f} | "
+                     f"{c.syscalls:.2f} | {ri} | {rs} | {c.top_syscalls()} |")
     return "\n".join(lines)
 
 

@@ -4,23 +4,31 @@
     python -m bench.run --scenarios asgi-hello-c64 --servers bivio,uvicorn,granian
     python -m bench.run --scenarios h2-tls   # a group: the HTTP/2 and TLS scenarios
     python -m bench.run --smoke              # bivio only, ~1 s a scenario (CI)
+    python -m bench.run --counts only        # only instructions and syscalls per request
 
 Servers run on core 0, the load generator on core 1. In each round every
 server is started fresh and measured in turn; the order alternates between
 rounds so drift in the machine's state does not favour one server. The table
 reports medians over rounds, and bivio's ratio to each peer is the median of
 the per-round ratios, each taken from measurements seconds apart.
+
+The scenarios marked ``counted`` (ASGI hello, WSGI hello, the Django sync view)
+are also counted (bench/counts.py, ``--counts on``, the default): user-space
+instructions and system calls per request, figures that do not depend on the
+machine or its load.
 """
 
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import counts as counting
 from . import h2load, machine, tls, wrk
 from .measure import Measurement, NotServed, measure
 from .report import render
@@ -37,6 +45,8 @@ class Outcome:
     rounds: list[Measurement | None] = field(default_factory=list)
     problem: str | None = None  # why it was not measured (not served, failed to start)
     skipped: bool = False  # not tried: the server cannot be set up for it (problem says why)
+    counts: counting.Counts | None = None  # instructions and syscalls per request (--counts)
+    count_problem: str | None = None  # why counting failed or was not possible
 
 
 def participants(scenario: Scenario, names: list[str]) -> list[ServerSpec]:
@@ -109,7 +119,7 @@ def run(args: argparse.Namespace) -> tuple[list[Outcome], dict]:
             first = listens[group[0].name]
             listen = Listen(any(s.http2 for s in group), first.tls)
             session(SERVERS["bivio"], group, outcomes, args, log_dir, listen)
-    else:
+    elif args.counts != "only":
         for scenario in scenarios:
             specs = [s for s in participants(scenario, names)
                      if not outcomes[scenario.name, s.name].skipped]
@@ -123,9 +133,36 @@ def run(args: argparse.Namespace) -> tuple[list[Outcome], dict]:
                 order = specs if r % 2 == 0 else specs[::-1]
                 for spec in order:
                     session(spec, [scenario], outcomes, args, log_dir, listens[scenario.name])
+    if args.counts != "off":
+        count_all(scenarios, outcomes, args, log_dir)
     env["loadavg_after"] = machine.loadavg()
     env["log_dir"] = str(log_dir)
     return list(outcomes.values()), env
+
+
+def count_all(scenarios: list[Scenario], outcomes: dict, args: argparse.Namespace,
+              log_dir: Path) -> None:
+    """Count instructions and system calls per request (bench/counts.py) for the counted
+    scenarios, on the servers both --servers and --count-servers name."""
+    why = counting.available()
+    for scenario in scenarios:
+        if not scenario.counted:
+            continue
+        for spec in participants(scenario, args.count_servers):
+            outcome = outcomes.get((scenario.name, spec.name))
+            if outcome is None or (outcome.problem and not outcome.rounds):
+                continue  # not asked for, not installed, or not served
+            if why:
+                outcome.count_problem = why
+                continue
+            print(f"counting {scenario.name} on {spec.name} ({args.count_requests:,} requests "
+                  "under callgrind, then strace)", file=sys.stderr, flush=True)
+            try:
+                outcome.counts = counting.count(spec, scenario, log_dir, args.count_requests,
+                                              args.count_connections)
+            except (counting.CountFailed, OSError, RuntimeError,
+                    subprocess.TimeoutExpired) as exc:
+                outcome.count_problem = str(exc).strip().splitlines()[0][:200]
 
 
 def _listens(scenarios: list[Scenario], outcomes: dict, log_dir: Path) -> dict[str, Listen]:
@@ -175,12 +212,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-pin", action="store_true", help="do not pin to cores")
     parser.add_argument("--smoke", action="store_true",
                         help="bivio only, one short round per scenario, no pinning (CI)")
+    parser.add_argument("--counts", choices=("on", "off", "only"), default="on",
+                        help="count instructions (valgrind callgrind) and system calls "
+                             "(strace) per request for the counted scenarios: beside the "
+                             "timings (on), not at all (off), or instead of them (only)")
+    parser.add_argument("--count-servers", default=",".join(counting.SERVERS),
+                        help="servers counted (of those --servers names)")
+    parser.add_argument("--count-requests", type=int, default=counting.REQUESTS,
+                        help="requests per counted run")
+    parser.add_argument("--count-connections", type=int, default=counting.CONNECTIONS)
     parser.add_argument("--output", help="also write the Markdown table to this file")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
     args.scenarios = list(dict.fromkeys(
         n for s in args.scenarios.split(",") if s for n in GROUPS.get(s, (s,))))
     args.servers = [s for s in args.servers.split(",") if s]
+    args.count_servers = [s for s in args.count_servers.split(",") if s in args.servers]
     unknown = [s for s in args.scenarios if s not in BY_NAME] + \
               [s for s in args.servers if s not in SERVERS]
     if unknown:
@@ -188,6 +235,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.smoke:
         args.servers, args.rounds, args.seconds, args.warmup = ["bivio"], 1, 1.0, 0.0
         args.no_pin = True
+        args.counts = "off"  # minutes under valgrind: tests/test_bench_counts.py does it
     if args.no_pin:
         args.server_core = args.load_core = None
     return args
@@ -195,7 +243,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    kinds = {BY_NAME[n].kind for n in args.scenarios}
+    kinds = {BY_NAME[n].kind for n in args.scenarios} if args.counts != "only" else set()
+    if args.counts != "off" and any(BY_NAME[n].counted for n in args.scenarios):
+        h2load.ensure_installed()  # the counted runs' load
     if "h2load" in kinds:
         h2load.ensure_installed()  # without it those rows say so; the rest still runs
     if "wrk" in kinds:

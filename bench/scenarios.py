@@ -21,9 +21,10 @@ Check = Callable[[int], "str | None"]
 
 def expect(path: str, body: bytes | int, method: str = "GET", send: bytes = b"",
            version: str = "1.1") -> Check:
-    """A check: one request, status 200 and this body (or this many bytes)."""
-    def check(port: int) -> str | None:
-        status, got = probe.http(port, method, path, send, version)
+    """A check: one request, status 200 and this body (or this many bytes). ``timeout``:
+    seconds to wait for the answer (longer under valgrind, bench/counts.py)."""
+    def check(port: int, timeout: float = 10.0) -> str | None:
+        status, got = probe.http(port, method, path, send, version, timeout)
         if status != 200:
             return f"{method} {path} answered {status}"
         if isinstance(body, int):
@@ -84,10 +85,12 @@ class Scenario:
     tls: bool = False  # served over TLS (a self-signed certificate made at bench start)
     streams: int = 1  # h2load: concurrent streams per connection
     upload: int = 0  # h2load: bytes POSTed per request (-d FILE)
+    # Also counted (bench/counts.py): instructions and system calls per request.
+    counted: bool = False
 
 
 SCENARIOS: tuple[Scenario, ...] = (
-    Scenario("asgi-hello-c64", "asgi", "wrk", expect("/", HELLO), ceiling=True,
+    Scenario("asgi-hello-c64", "asgi", "wrk", expect("/", HELLO), ceiling=True, counted=True,
              title="ASGI hello, 64 connections"),
     Scenario("asgi-hello-c256", "asgi", "wrk", expect("/", HELLO), connections=256, ceiling=True,
              title="ASGI hello, 256 connections"),
@@ -107,10 +110,10 @@ SCENARIOS: tuple[Scenario, ...] = (
              title="Django sync view as ASGI"),
     Scenario("django-async-asgi", "django-asgi", "wrk", expect("/async/", DJANGO),
              path="/async/", title="Django async view as ASGI"),
-    Scenario("wsgi-hello", "wsgi", "wrk", expect("/", HELLO), ceiling=True,
+    Scenario("wsgi-hello", "wsgi", "wrk", expect("/", HELLO), ceiling=True, counted=True,
              title="WSGI hello, 64 connections"),
     Scenario("django-sync-wsgi", "django-wsgi", "wrk", expect("/sync/", DJANGO), path="/sync/",
-             title="Django sync view as WSGI"),
+             counted=True, title="Django sync view as WSGI"),
     Scenario("django-async-wsgi", "django-wsgi", "wrk", expect("/async/", DJANGO),
              path="/async/", title="Django async view as WSGI"),
     Scenario("ws-echo", "asgi", "ws", ws_check,

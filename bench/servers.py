@@ -19,7 +19,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -210,6 +210,19 @@ SERVERS: dict[str, ServerSpec] = {s.name: s for s in (
 )}
 
 
+def _through_interpreter(argv: list[str]) -> list[str]:
+    """``[script, ...]`` as ``[python, script, ...]`` when the script is a ``#!`` Python
+    console script (the peers' entry points), else ``argv`` unchanged."""
+    try:
+        with open(argv[0], "rb") as f:
+            first = f.readline(512)
+    except OSError:
+        return argv
+    if first.startswith(b"#!") and b"python" in first:
+        return [first[2:].decode().strip().split()[0], *argv]
+    return argv
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -220,18 +233,25 @@ class Running:
     """A started server process (and the log file holding its output)."""
 
     def __init__(self, spec: ServerSpec, app: str, pin: str | None, log: Path,
-                 listen: Listen = Listen()) -> None:  # noqa: B008 - frozen, shared
+                 listen: Listen = Listen(),  # noqa: B008 - frozen, shared
+                 wrap: Sequence[str] = (), extra_env: dict[str, str] | None = None) -> None:
+        """``wrap``: a command the server runs under (valgrind, strace: bench/counts.py);
+        a Python console script is then started through its interpreter, so the tool
+        sees Python itself, not a ``#!`` line."""
         self.spec = spec
         self.app = app
         self.listen = listen
         self.port = free_port()
         argv = spec.argv(TARGETS[app], self.port, INTERFACE[app], listen)
+        if wrap:
+            argv = [*wrap, *_through_interpreter(argv)]
         if pin is not None and shutil.which("taskset"):
             argv = ["taskset", "-c", pin, *argv]
         env = {k: v for k, v in os.environ.items() if not k.startswith("BIVIO_")}
         env["PYTHONPATH"] = str(ROOT)
         env.pop("DJANGO_SETTINGS_MODULE", None)
         env.update(spec.extra_env)
+        env.update(extra_env or {})
         self.log = log
         self._out = open(log, "w")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(argv, cwd=str(ROOT), env=env, stdout=self._out,

@@ -631,6 +631,25 @@ async def test_eof_after_pipelined_requests_answers_all_then_closes():
 
 
 @run
+async def test_eof_mid_body_of_a_pipelined_request_still_answers_the_earlier_one():
+    """The EOF cuts a later request's body short: that request can never complete,
+    but the complete one before it is still answered, and only then the connection closes."""
+    release = asyncio.Event()
+    started: list[Any] = []
+    _, t, _ = connect(held(release, started))
+    t.feed(request(b"/slow") + request(b"/cut", b"POST", headers=b"content-length: 10\r\n",
+                                       body=b"abc"))
+    t.feed_eof()
+    await settle()
+    assert not t.closed  # the answer to /slow is still owed
+    release.set()
+    await settle()
+    assert t.take() == ok(b"/slow", b"connection: close\r\n")
+    assert t.closed
+    assert [s.raw_path for s in started] == [b"/slow"]  # /cut never reached the app
+
+
+@run
 async def test_eof_mid_body_raises_client_disconnected():
     got: list[bytes] = []
     errors: list[BaseException] = []

@@ -25,7 +25,8 @@ import bivio
 
 ROOT = Path(bivio.__file__).parent
 
-RANK = {"core": 0, "protocols": 1, "adapters": 1, "process": 2}
+RANK = {"core": 0, "protocols": 1, "adapters": 1, "process": 2, "compare": 3}
+"""``bivio.compare`` ranks with the entry points (3): it may import anything, nothing imports it."""
 SIBLINGS = {("protocols", "adapters"), ("adapters", "protocols")}
 
 

@@ -463,3 +463,55 @@ def test_items_queued_together_still_go_out_in_one_send():
         assert stream.sends == [(b"abb", False)]
 
     asyncio.run(main())
+
+
+# -- a client that left while its request waited for a thread -------------------------------
+
+
+def test_a_request_whose_client_left_before_a_thread_was_free_is_not_run(caplog):
+    """With one thread busy, a POST whose body is in waits for the thread; its client
+    leaves meanwhile. When the thread is free the app is not run for it (nobody is
+    there to answer), the slot goes on to the next request, and one line says so."""
+    entered = threading.Event()
+    release = threading.Event()
+    ran: list[str] = []
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        ran.append(environ["PATH_INFO"])
+        if environ["PATH_INFO"] == "/busy":
+            entered.set()
+            assert release.wait(LONG)
+        environ["wsgi.input"].read()
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"done"]
+
+    handler = WSGIHandler(app, Config(threads=1))
+    caplog.set_level("INFO", logger="bivio.error")
+
+    async def main() -> None:
+        busy = FakeStream(path=b"/busy")
+        first = asyncio.create_task(handler(busy))
+        assert await asyncio.to_thread(entered.wait, LONG)
+        gone = FakeStream("POST", b"/gone", body=b"payload")
+        waiting = asyncio.create_task(handler(gone))
+        while not handler.waiters:  # its body is read; it waits for the thread
+            await asyncio.sleep(0)
+        gone.disconnect()
+        after = FakeStream(path=b"/after")
+        third = asyncio.create_task(handler(after))
+        release.set()
+        await asyncio.wait_for(asyncio.gather(first, waiting, third), LONG)
+        assert ran == ["/busy", "/after"]  # never /gone
+        assert gone.body == b"" and not gone.response_started
+        assert bytes(after.body) == b"done"
+        assert handler.free == handler.size
+
+    try:
+        asyncio.run(main())
+    finally:
+        threads = list(handler.pool.threads)
+        handler.shutdown()
+        for thread in threads:
+            thread.join(LONG)
+    assert any("left before a thread was free: POST /gone not run" in r.getMessage()
+               for r in caplog.records)

@@ -335,17 +335,22 @@ def test_a_client_that_leaves_while_the_app_still_spools_stops_the_app(spools):
 # -- the cap, and the fast path ----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("cap", [0, MIB], ids=["off", "1MiB"])
-def test_beyond_the_cap_the_thread_waits_for_the_client(spools, monkeypatch, cap):
+@pytest.mark.parametrize(("cap", "options"), [
+    (0, {"wsgi_response_buffer": 0}),
+    (MIB, {"wsgi_response_buffer": MIB}),
+    (MIB, {"wsgi_spool_max": MIB}),  # the worker's cap, with the response's at 64 MiB
+    (0, {"wsgi_spool_max": 0}),
+], ids=["off", "1MiB", "worker-1MiB", "worker-off"])
+def test_beyond_the_cap_the_thread_waits_for_the_client(spools, monkeypatch, cap, options):
     app = BigApp()
-    handler = WSGIHandler(app, Config(threads=1, wsgi_response_buffer=cap))
+    handler = WSGIHandler(app, Config(threads=1, **options))
     blocked = threading.Event()
     real_wait = wsgi_mod._Exchange._wait
 
-    def wait(self: Any, ready: Callable[[], bool], timeout: float | None = None) -> bool:
-        if timeout is None:
-            blocked.set()  # the thread waits for the client, without a deadline
-        return real_wait(self, ready, timeout)
+    def wait(self: Any, ready: Callable[[], bool]) -> None:
+        if self.spool_cap == 0:
+            blocked.set()  # the thread waits for the client, spooling no more
+        real_wait(self, ready)
 
     monkeypatch.setattr(wsgi_mod._Exchange, "_wait", wait)
 
@@ -362,6 +367,51 @@ def test_beyond_the_cap_the_thread_waits_for_the_client(spools, monkeypatch, cap
         assert app.closed.is_set() and app.error is None
         assert bytes(stream.body) == expected(app.total)
         assert all(f.closed for f in spools)
+        assert handler.spool_budget.left == handler.config.wsgi_spool_max  # given back
+
+    try:
+        asyncio.run(main())
+    finally:
+        stop(handler)
+
+
+def test_the_worker_cap_is_shared_by_every_response(spools, monkeypatch):
+    """Two slow readers, a worker cap of 1 MiB: the first response's spool takes it
+    all, the second may not spool at all and its thread waits for its client; once
+    the first spool is closed its bytes are the worker's again."""
+    first, second = BigApp(), BigApp()
+
+    def app(environ: dict[str, Any], start_response: Any) -> Any:
+        return (first if environ["PATH_INFO"] == "/1" else second)(environ, start_response)
+
+    handler = WSGIHandler(app, Config(threads=2, wsgi_spool_max=MIB))
+    # Set when the response's thread waits for its client, spooling no more.
+    waits = {b"/1": threading.Event(), b"/2": threading.Event()}
+    real_wait = wsgi_mod._Exchange._wait
+
+    def wait(self: Any, ready: Callable[[], bool]) -> None:
+        if self.spool_cap == 0:
+            waits[self.stream.raw_path].set()
+        real_wait(self, ready)
+
+    monkeypatch.setattr(wsgi_mod._Exchange, "_wait", wait)
+
+    async def main() -> None:
+        one = StalledStream(path=b"/1")
+        call_one = asyncio.create_task(handler(one))
+        await until(waits[b"/1"])  # its spool hit the worker's cap
+        assert len(spools) == 1 and handler.spool_budget.left < CHUNK
+        two = StalledStream(path=b"/2")
+        call_two = asyncio.create_task(handler(two))
+        await until(waits[b"/2"])
+        assert len(spools) == 1  # the second response made none
+        assert not first.closed.is_set() and not second.closed.is_set()
+        one.read_all()
+        two.read_all()
+        await asyncio.wait_for(asyncio.gather(call_one, call_two), LONG)
+        assert bytes(one.body) == expected(first.total)
+        assert bytes(two.body) == expected(second.total)
+        assert spools[0].closed and handler.spool_budget.left == MIB
 
     try:
         asyncio.run(main())
@@ -412,3 +462,178 @@ def test_the_flag_reaches_the_handler():
     assert Config.from_options({"wsgi_response_buffer": 0}, env={}).wsgi_response_buffer == 0
     env = {"BIVIO_WSGI_RESPONSE_BUFFER": "1024"}
     assert Config.from_options({}, env=env).wsgi_response_buffer == 1024
+    assert WSGIHandler(hello, Config(threads=1)).spool_budget.left == 1024 * MIB
+    env = {"BIVIO_WSGI_SPOOL_MAX": "4096"}
+    assert Config.from_options({}, env=env).wsgi_spool_max == 4096
+
+
+# -- the rule: a client that pushes back, not a clock ---------------------------------------------
+
+
+def test_a_busy_loop_makes_no_spool_for_a_client_that_reads(spools, monkeypatch):
+    """The loop is stuck (another request's work, a GC pause) while the app produces
+    4 MiB for a client that takes everything it is given. The thread fills the queue
+    and waits; it must not spool, however long the loop stays away: nothing says
+    the client is slow. (A 50 ms grace spooled here.)"""
+    app = BigApp()
+    handler = WSGIHandler(app, Config(threads=1))
+    decided = threading.Event()  # the thread waits without a deadline, or spooled
+    real_wait = wsgi_mod._Exchange._wait
+    real_file = wsgi_mod.tempfile.TemporaryFile
+
+    def wait(self: Any, ready: Callable[[], bool], *timeout: Any) -> Any:
+        if not timeout:
+            decided.set()
+        return real_wait(self, ready, *timeout)
+
+    def spool_file(*args: Any, **kwargs: Any) -> Any:
+        decided.set()
+        return real_file(*args, **kwargs)
+
+    monkeypatch.setattr(wsgi_mod._Exchange, "_wait", wait)
+    monkeypatch.setattr(wsgi_mod.tempfile, "TemporaryFile", spool_file)
+
+    async def main() -> None:
+        stream = FakeStream()  # takes every send at once: a client that reads
+        call = asyncio.create_task(handler(stream))
+        await asyncio.sleep(0)  # the handler submits the call; the pump waits for it
+        assert decided.wait(LONG)  # blocks the loop itself: a loop that is busy
+        await asyncio.wait_for(call, LONG)
+        assert bytes(stream.body) == expected(app.total)
+        assert app.close_calls == 1
+
+    try:
+        asyncio.run(main())
+    finally:
+        stop(handler)
+    assert spools == []
+
+
+# -- wsgi.file_wrapper: the file is sent from the loop -------------------------------------------
+
+
+class StalledFileStream(StalledStream):
+    """A client that reads none of a file response until the test lets it."""
+
+    async def send_file(self, fd: int, offset: int, count: int) -> None:
+        self.entered.set()
+        while not self.allowed and not self.disconnected:
+            self.room.clear()
+            await self.room.wait()
+        await super().send_file(fd, offset, count)
+
+
+class FileApp:
+    """``wsgi.file_wrapper`` over a real file; counts the wrapper's ``close()`` calls."""
+
+    def __init__(self, path: Any) -> None:
+        self.path = path
+        self.closed = threading.Event()
+        self.close_calls = 0
+        self.thread: threading.Thread | None = None
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        start_response("200 OK", [("Content-Type", "application/octet-stream")])
+        f = open(self.path, "rb")  # noqa: SIM115 (closed through the wrapper)
+        wrapper = environ["wsgi.file_wrapper"](f)
+        self.thread = threading.current_thread()
+
+        def close() -> None:
+            self.close_calls += 1
+            assert threading.current_thread() is self.thread  # in the app's thread
+            f.close()
+            self.closed.set()
+
+        wrapper.close = close
+        return wrapper
+
+
+@pytest.fixture
+def big_file(tmp_path: Any) -> Any:
+    path = tmp_path / "big.bin"
+    path.write_bytes(expected(4 * MIB))
+    return path
+
+
+def test_a_file_response_frees_its_thread_while_the_client_reads_nothing(big_file, spools):
+    app = FileApp(big_file)
+
+    def routed(environ: dict[str, Any], start_response: Any) -> Any:
+        if environ["PATH_INFO"] == "/file":
+            return app(environ, start_response)
+        return hello(environ, start_response)
+
+    handler = WSGIHandler(routed, Config(threads=1))
+
+    async def main() -> None:
+        released = watch_slots(handler)
+        before = open_fds()
+        slow = StalledFileStream(path=b"/file")
+        call = asyncio.create_task(handler(slow))
+        await until(app.closed)  # close() ran in the app's thread, once ...
+        await asyncio.wait_for(released.wait(), LONG)
+        assert handler.free == handler.size  # ... and the thread is back in the pool
+        assert slow.body == b"" and not call.done()  # while the client read nothing
+        assert open_fds() == before + 1  # the loop's duplicate of the descriptor
+        other = FakeStream(path=b"/")  # the one thread serves another request
+        await asyncio.wait_for(handler(other), LONG)
+        assert bytes(other.body) == b"hello"
+        slow.read_all()
+        await asyncio.wait_for(call, LONG)
+        assert bytes(slow.body) == big_file.read_bytes()
+        assert slow.header(b"content-length") == b"%d" % (4 * MIB)
+        assert slow.response_complete and not slow.aborted
+        assert open_fds() == before and app.close_calls == 1
+
+    try:
+        asyncio.run(main())
+    finally:
+        stop(handler)
+    assert spools == []  # a file is sent from itself: no spool
+
+
+def test_a_client_that_leaves_during_a_file_response_closes_the_descriptor(big_file):
+    app = FileApp(big_file)
+    handler = WSGIHandler(app, Config(threads=1))
+
+    async def main() -> None:
+        before = open_fds()
+        slow = StalledFileStream()
+        call = asyncio.create_task(handler(slow))
+        await until(app.closed)
+        await asyncio.wait_for(slow.entered.wait(), LONG)
+        slow.disconnect()
+        await asyncio.wait_for(call, LONG)
+        assert open_fds() == before and app.close_calls == 1
+        assert handler.free == handler.size
+
+    try:
+        asyncio.run(main())
+    finally:
+        stop(handler)
+
+
+def test_a_file_response_for_a_client_already_gone_is_not_sent(big_file):
+    """The client leaves before the thread hands the file over: nothing is handed,
+    the duplicate descriptor is closed at once, close() still runs once."""
+    app = FileApp(big_file)
+    handler = WSGIHandler(app, Config(threads=1))
+    stream = FakeStream()
+
+    real_post_file = wsgi_mod._Exchange.post_file
+
+    def post_file(self: Any, *args: Any) -> None:
+        self.stream.disconnected = True  # the client left just now
+        real_post_file(self, *args)
+
+    async def main() -> None:
+        before = open_fds()
+        await asyncio.wait_for(handler(stream), LONG)
+        assert open_fds() == before and app.close_calls == 1 and stream.body == b""
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(wsgi_mod._Exchange, "post_file", post_file)
+        try:
+            asyncio.run(main())
+        finally:
+            stop(handler)

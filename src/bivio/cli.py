@@ -139,10 +139,15 @@ def uvicorn_spellings(argv: Sequence[str]) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
+    argv = sys.argv[1:] if argv is None else argv
+    if list(argv[:1]) == ["compare"]:  # a subcommand with flags of its own (docs/asgi-or-wsgi.md)
+        from .compare import main as compare
+
+        compare(argv[1:])
     from .process.main import serve
 
     parser = build_parser()
-    args = vars(parser.parse_args(uvicorn_spellings(sys.argv[1:] if argv is None else argv)))
+    args = vars(parser.parse_args(uvicorn_spellings(argv)))
     app = args.pop("app")
     try:
         config, where = configfile.load(args)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 from flask import Flask, Response, request, send_file, stream_with_context
@@ -19,6 +20,12 @@ def index():
 @app.get("/file")
 def file():
     return send_file(FILE, mimetype="text/x-python")
+
+
+@app.get("/big-file")
+def big_file():
+    """send_file of the file named by $FLASKAPP_BIG_FILE (the slow-reader tests)."""
+    return send_file(os.environ["FLASKAPP_BIG_FILE"], mimetype="application/octet-stream")
 
 
 @app.get("/generate")

@@ -13,6 +13,8 @@ import pytest
 def test_every_line_is_json(serve, workers):
     server = serve("tests.apps.basic:app", "--log-format", "json", *workers)
     assert httpx.get(server.url + "/?x=1").status_code == 200
+    assert httpx.get(server.url + "/tagged", headers={"X-Request-ID": "req-42"}).status_code \
+        == 200
     assert httpx.get(server.url + "/error-before").status_code == 500
     assert server.wait_for_output("boom before start")
     assert server.wait_for_output('"path": "/error-before"')
@@ -32,6 +34,8 @@ def test_every_line_is_json(serve, workers):
     assert (ok["protocol"], ok["interface"]) == ("http/1.1", "asgi")
     assert ok["client"].startswith("127.0.0.1:")
     assert isinstance(ok["duration_ms"], float) and ok["duration_ms"] >= 0
+    assert "request_id" not in ok  # the client sent none
+    assert next(r for r in access if r["path"] == "/tagged")["request_id"] == "req-42"
     failed = next(r for r in access if r["path"] == "/error-before")
     assert failed["status"] == 500
 

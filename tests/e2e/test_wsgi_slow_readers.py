@@ -73,10 +73,10 @@ def still_open(sock: socket.socket) -> bool:
         sock.settimeout(TIMEOUT)
 
 
-def normal_requests_all_served(running, count: int = 10) -> list[int]:
+def normal_requests_all_served(running, count: int = 10, hello: bytes = HELLO) -> list[int]:
     def one(i: int) -> int:
         response = httpx.get(f"{running.url}/?n={i}", timeout=TIMEOUT)
-        assert response.content == HELLO
+        assert response.content == hello
         return response.status_code
 
     with concurrent.futures.ThreadPoolExecutor(count) as pool:
@@ -108,6 +108,30 @@ def test_a_large_list_response_is_spooled_as_well(serve):
         assert normal_requests_all_served(running) == [200] * 10
         assert all(still_open(sock) for sock in socks)
     assert normal_requests_all_served(running) == [200] * 10
+
+
+def test_slow_readers_of_flask_send_file_hold_no_thread(serve, tmp_path):
+    """``send_file`` (a ``wsgi.file_wrapper`` over a real file) of 16 MiB, more than
+    the kernel's socket buffers take (4 MiB at most here): the file is handed to the
+    event loop and sent from there, so each thread is free once the view returned,
+    and 20 clients that read nothing leave two threads serving everyone else.
+    Before, each thread waited for its file to be sent, up to ``--timeout-send``."""
+    pytest.importorskip("flask")
+    size = 16 * 1024 * 1024
+    big = tmp_path / "big.bin"
+    big.write_bytes(b"".join(bytes([65 + i % 26]) * 65536 for i in range(size // 65536)))
+    running = serve("tests.apps.flaskapp:app", "--threads", "2",
+                    env={"FLASKAPP_BIG_FILE": str(big)})
+    flask_hello = b"Hello from Flask"
+    with slow_readers(running, SLOW_READERS, b"/big-file") as socks:
+        assert all(response_began(sock) for sock in socks)
+        assert normal_requests_all_served(running, hello=flask_hello) == [200] * 10
+        assert all(still_open(sock) for sock in socks)
+        # A slow reader that starts reading gets the whole file.
+        status, headers, body = read_one_response(socks[0], timeout=30)
+        assert status == 200 and body == big.read_bytes()
+    assert normal_requests_all_served(running, hello=flask_hello) == [200] * 10
+    assert "Traceback" not in running.output
 
 
 # -- slowhttptest -X -----------------------------------------------------------------------------

@@ -30,12 +30,17 @@ How a request flows, and why it is shaped this way:
   one hop back to the loop; a generator costs one hop per chunk only when the
   loop keeps up, because chunks produced while the loop is busy travel together.
 - Backpressure both ways: the thread waits once ``HIGH_WATER`` response bytes are
-  queued and resumes at ``LOW_WATER``. A client that does not read that far within
-  ``SPOOL_AFTER`` does not hold the thread: the thread writes the rest of the body
-  to a per-response temporary file (``--wsgi-response-buffer`` bytes at most, then
-  it blocks as before) and finishes; its slot is released when it is done, while
-  the loop sends the spool (``os.pread``, in order) as the client reads. Small
-  responses and clients that keep up never touch a file. In stream mode
+  queued and resumes at ``LOW_WATER``. A client that pushes back meanwhile (the
+  loop's send to it is suspended: the socket's buffer is above its high-water
+  mark) does not hold the thread: the thread writes the rest of the body to a
+  per-response temporary file (``--wsgi-response-buffer`` bytes at most, and
+  ``--wsgi-spool-max`` for the whole worker, then it blocks as before) and
+  finishes; its slot is released when it is done, while the loop sends the spool
+  (``os.pread``, in order) as the client reads. The rule is an event (a send that
+  waits), not a clock, so a busy loop never makes a spool for a client that
+  reads. Small responses and clients that keep up never touch a file. A
+  ``wsgi.file_wrapper`` over a regular file is handed to the loop (a duplicate of
+  its descriptor) and sent from there; the thread does not wait for it. In stream mode
   ``wsgi.input`` holds at most one chunk beyond what the app asked for, and the
   protocol pauses the socket while the stream's own buffer is full.
 - Bounded copies: no more than ``JOIN_MAX`` response bytes are ever joined into
@@ -57,8 +62,9 @@ import re
 import stat
 import tempfile
 import threading
+import types
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Generator, Iterable, Iterator
 from types import TracebackType
 from typing import Any
 
@@ -75,7 +81,7 @@ SPOOL_MEMORY = 1024 * 1024  # request body kept in memory before spilling to a t
 SPILL_WRITE = 256 * 1024  # bytes gathered before each write to that file (few, large writes)
 JOIN_MAX = 64 * 1024  # most response bytes joined into one new bytes object
 RESPONSE_BUFFER = 64 * 1024 * 1024  # --wsgi-response-buffer default: a response's spool cap
-SPOOL_AFTER = 0.05  # seconds the thread waits for a client to read before it spools
+SPOOL_MAX = 1024 * 1024 * 1024  # --wsgi-spool-max default: all the spools of a worker
 SPOOL_READ = 64 * 1024  # bytes the loop reads from a response spool per send
 
 # Items an app thread posts to the loop (first element of each tuple). ``_LAST`` follows
@@ -109,6 +115,83 @@ def _wake(fut: asyncio.Future[None]) -> None:
         fut.set_result(None)
 
 
+@types.coroutine
+def _watch(send: Awaitable[None], on_block: Callable[[bool], None]) -> Generator[Any, Any, None]:
+    """Await ``send``; tell ``on_block(True)`` if it suspends, ``on_block(False)`` once it is over.
+
+    A stream's send returns at once while the client takes what it is given and
+    suspends when the client pushes back (the socket's buffer is above its
+    high-water mark, an HTTP/2 window is shut). That suspension, an event and not
+    a clock, is what tells the app thread to spool instead of waiting. This is
+    ``yield from`` that notices its first suspension; a send that does not
+    suspend costs one generator.
+    """
+    coro = send.__await__()
+    try:
+        yielded = coro.send(None)
+    except StopIteration:
+        return
+    yield from _watch_rest(coro, yielded, on_block)
+
+
+_COROUTINE = types.CoroutineType
+
+
+@types.coroutine
+def _watch_rest(coro: Any, yielded: Any,
+                on_block: Callable[[bool], None]) -> Generator[Any, Any, None]:
+    """The rest of :func:`_watch` once ``coro``'s first step suspended (it yielded ``yielded``)."""
+    on_block(True)
+    try:
+        while True:
+            try:
+                value = yield yielded
+            except GeneratorExit:
+                coro.close()
+                raise
+            except BaseException as exc:  # CancelledError (forced shutdown) goes on in
+                try:
+                    yielded = coro.throw(exc)
+                except StopIteration:
+                    return
+            else:
+                try:
+                    yielded = coro.send(value)
+                except StopIteration:
+                    return
+    finally:
+        on_block(False)
+
+
+class _SpoolBudget:
+    """The disk all of a worker's response spools may hold together (``--wsgi-spool-max``).
+
+    Shared by the app threads (which take before they write) and the loop (which
+    gives back when a spool is closed), hence the lock. A thread refused here
+    stops spooling and waits for its client, as it would beyond its own
+    ``--wsgi-response-buffer``: many slow readers of large responses cannot fill
+    the disk.
+    """
+
+    __slots__ = ("lock", "left")
+
+    def __init__(self, total: int) -> None:
+        self.lock = threading.Lock()
+        self.left = total
+
+    def take(self, size: int) -> bool:
+        """Reserve ``size`` bytes; False (nothing reserved) when they are not there."""
+        with self.lock:
+            if size > self.left:
+                return False
+            self.left -= size
+            return True
+
+    def give(self, size: int) -> None:
+        with self.lock:
+            self.left += size
+
+
 class _Exchange:
     """One request's mailbox between its app thread and the loop.
 
@@ -118,24 +201,33 @@ class _Exchange:
     first need (most requests never wait).
 
     The response spool (``spool_cap`` > 0, ``--wsgi-response-buffer``): when
-    ``HIGH_WATER`` bytes are queued and the client has not read them down to
-    ``LOW_WATER`` within ``SPOOL_AFTER``, the thread stops waiting and writes
-    the rest of the body into an anonymous temporary file, itself, up to
-    ``spool_cap`` bytes (then it blocks as before), posting ``_SPOOL`` ranges
-    that the loop reads back with ``os.pread`` and sends as the client reads.
+    ``HIGH_WATER`` bytes are queued and the loop's send to the client is
+    suspended (``blocked``: the stream pushes back because the client does not
+    read) before they drained to ``LOW_WATER``, the thread stops waiting and
+    writes the rest of the body into an anonymous temporary file, itself, up to
+    ``spool_cap`` bytes and within the worker's ``budget`` (then it blocks as
+    before), posting ``_SPOOL`` ranges that the loop reads back with
+    ``os.pread`` and sends as the client reads. No clock decides: a client that
+    reads never blocks a send, however late the loop gets to it.
     The thread thus finishes (and ``close()`` runs) when the app is done
     producing; ``on_done`` (the handler's slot release) is then called on the
     loop at once, not when the pump ends. The file is closed by whichever side
     finishes last (``thread_done``/``pump_done``, under ``lock``), so it is never
     closed under the thread's writes.
+
+    A ``wsgi.file_wrapper`` file (:meth:`post_file`): the thread hands the loop
+    a duplicate descriptor (``file_fd``, the loop's alone to close, once) and
+    does not wait for it to be sent, so the same early release applies.
     """
 
     __slots__ = ("loop", "stream", "lock", "cond", "items", "pending", "waiter", "gone",
                  "result", "has_result", "thread_waiting", "spool", "spool_cap", "spooled",
-                 "spooling", "thread_done", "pump_done", "on_done", "released")
+                 "spooling", "thread_done", "pump_done", "on_done", "released", "budget",
+                 "blocked", "file_fd")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, stream: Stream, spool_cap: int = 0,
-                 on_done: Callable[[], None] | None = None) -> None:
+                 on_done: Callable[[], None] | None = None,
+                 budget: _SpoolBudget | None = None) -> None:
         self.loop = loop
         self.stream = stream
         self.lock = threading.Lock()
@@ -155,6 +247,10 @@ class _Exchange:
         self.pump_done = False
         self.on_done = on_done  # loop side: called once, when the thread is done or the pump
         self.released = False
+        # The worker's disk allowance for spools; None: unlimited (tests, embedding).
+        self.budget = budget
+        self.blocked = False  # the loop's send is suspended: the client pushes back
+        self.file_fd = -1  # a file_wrapper's duplicate descriptor, the loop's to close
 
     # -- thread side -----------------------------------------------------------------
 
@@ -172,10 +268,12 @@ class _Exchange:
             self._wake_loop(fut)
         if full:
             if self.spooled < self.spool_cap:
-                # A client that reads drains the queue at once: no file. One that does
-                # not makes the thread spool the rest instead of waiting for it.
-                if not self._wait(lambda: self.pending <= LOW_WATER, SPOOL_AFTER):
-                    self.spooling = True
+                # A client that reads drains the queue: no file, however slow the loop.
+                # One that pushes back (a send waits on it) makes the thread spool the
+                # rest instead of waiting for it.
+                self._wait(lambda: self.pending <= LOW_WATER or self.blocked)
+                with self.lock:
+                    self.spooling = self.pending > LOW_WATER
                 return
             self._wait(lambda: self.pending <= LOW_WATER)
 
@@ -195,8 +293,11 @@ class _Exchange:
         """Write ``data`` to the spool and post its range; False: over the cap (or no file)."""
         size = len(data)
         offset = self.spooled
-        if offset + size > self.spool_cap:
-            self.spooling = False  # the cap: from here on the thread waits for the client
+        budget = self.budget
+        if offset + size > self.spool_cap or (budget is not None and not budget.take(size)):
+            # A cap (this response's, or the worker's): from here on the thread
+            # waits for the client.
+            self.spooling = False
             self.spool_cap = 0
             return False
         spool = self.spool
@@ -213,10 +314,13 @@ class _Exchange:
                 done += os.pwrite(fd, view[done:], offset + done)
         except OSError as exc:  # disk full, no $TMPDIR: wait for the client instead
             logger.error("WSGI response could not be spooled: %s", exc)
+            if budget is not None:
+                budget.give(size)
             self.spooling = False
             self.spool_cap = 0
             return False
-        self.spooled = offset + size
+        with self.lock:
+            self.spooled = offset + size  # what the budget gets back when the file closes
         with self.lock:
             if self.gone or self.stream.disconnected:
                 self.gone = True
@@ -229,12 +333,39 @@ class _Exchange:
             self._wake_loop(fut)
         return True
 
+    def post_file(self, head: tuple[Any, ...], fd: int, offset: int, count: int) -> None:
+        """Hand a file_wrapper's file to the loop, with the head; do not wait for it.
+
+        ``fd`` is a duplicate descriptor the loop now owns (it closes it once the
+        file is sent, or the response is abandoned): the app's ``close()`` can run
+        at once and the thread go back to the pool while a slow client still reads
+        (:meth:`finish` then releases the slot early, as for a spool). On
+        ``ClientDisconnected`` nothing was handed over: the caller closes ``fd``.
+        """
+        with self.lock:
+            if self.gone or self.pump_done or self.stream.disconnected:
+                self.gone = True
+                raise ClientDisconnected("client disconnected")
+            self.file_fd = fd
+            self.items.extend((head, (_FILE, fd, offset, count)))
+            fut, self.waiter = self.waiter, None
+        if fut is not None:
+            self._wake_loop(fut)
+
+    def _drop_file(self) -> None:
+        """Close the file_wrapper's duplicate descriptor, once (whoever comes first)."""
+        with self.lock:
+            fd, self.file_fd = self.file_fd, -1
+        if fd >= 0:
+            os.close(fd)
+
     def finish(self, *items: tuple[Any, ...], final: bool = False) -> None:
         """Post the last items (``_FAIL``, ``_END``), even after the client left; never raises.
 
         ``final``: the thread is done with this exchange (it posts ``_END``). With a
-        spool the loop may still be sending, so the slot is released now (one more
-        hop to the loop, only then) and the file is closed if the pump ended first.
+        spool or a file the loop may still be sending, so the slot is released now
+        (one more hop to the loop, only then) and a spool is closed if the pump
+        ended first.
         """
         spool = None
         release = False
@@ -243,11 +374,12 @@ class _Exchange:
             fut, self.waiter = self.waiter, None
             if final:
                 self.thread_done = True
-                if self.spool is not None:
-                    if self.pump_done:
-                        spool, self.spool = self.spool, None
-                    elif fut is None:
-                        release = True  # the pump is busy (sending the spool): free the slot
+                if self.spool is not None and self.pump_done:
+                    spool, self.spool = self.spool, None
+                    self._give_back()
+                elif fut is None and not self.pump_done and (self.spool is not None
+                                                             or self.file_fd >= 0):
+                    release = True  # the pump is busy (sending a spool, a file): free the slot
         if fut is not None:
             self._wake_loop(fut)
         elif release:
@@ -265,27 +397,24 @@ class _Exchange:
         except RuntimeError:  # the loop is closed: the pump was cancelled long ago
             with self.lock:
                 self.gone = True
+            self._drop_file()  # nobody is left to send it
 
-    def _wait(self, ready: Callable[[], bool], timeout: float | None = None) -> bool:
-        """Wait until ``ready()`` (at most ``timeout`` seconds); whether it is."""
+    def _wait(self, ready: Callable[[], bool]) -> None:
+        """Wait until ``ready()``, with no deadline: only the loop's events end it."""
         with self.lock:
             if self.cond is None:
                 self.cond = threading.Condition(self.lock)
             self.thread_waiting = True
             try:
-                if timeout is None:
-                    while not ready() and not self.gone:
-                        self.cond.wait()
-                else:
-                    self.cond.wait_for(lambda: ready() or self.gone, timeout)
+                while not ready() and not self.gone:
+                    self.cond.wait()
             finally:
                 self.thread_waiting = False
             if self.gone and not self.has_result:
                 raise ClientDisconnected("client disconnected")
-            return ready()
 
     def call(self, item: tuple[Any, ...]) -> Any:
-        """Post ``item`` and wait for the loop's answer (a body chunk, a file sent)."""
+        """Post ``item`` and wait for the loop's answer (a body chunk)."""
         self.post(item)
         self._wait(lambda: self.has_result)
         with self.lock:
@@ -304,13 +433,36 @@ class _Exchange:
                 self.on_done()
 
     def end_pump(self) -> None:
+        """The pump is over: close what the loop owns (a file_wrapper's descriptor not
+        sent) and the spool if the thread is done with it."""
+        if self.thread_done and self.spool is None and self.file_fd < 0:
+            # The usual end: the thread is done (it set thread_done under the lock this
+            # side took since) and left nothing for the loop to close.
+            self.pump_done = True
+            return
         spool = None
         with self.lock:
             self.pump_done = True
             if self.thread_done and self.spool is not None:
                 spool, self.spool = self.spool, None
+                self._give_back()
+        self._drop_file()
         if spool is not None:
             spool.close()
+
+    def _give_back(self) -> None:
+        """The spool is being closed (under ``lock``): its bytes go back to the worker's budget."""
+        if self.budget is not None and self.spooled:
+            self.budget.give(self.spooled)
+            self.spooled = 0
+
+    def _set_blocked(self, blocked: bool) -> None:
+        """The loop's send waits on the client (or no longer does): wake a thread that
+        waits for either the queue to drain or this."""
+        with self.lock:
+            self.blocked = blocked
+            if blocked and self.thread_waiting and self.cond is not None:
+                self.cond.notify_all()
 
     async def _send_spool(self, offset: int, size: int, last: bool) -> None:
         """Send a spooled range, ``SPOOL_READ`` bytes at a time, as the client reads."""
@@ -334,8 +486,8 @@ class _Exchange:
     def _abandon(self, error: BaseException | None = None) -> None:
         """The response can go no further: wake a waiting thread so it sees why.
 
-        With ``error`` (a failed file send) the thread's pending :meth:`call`
-        gets it as its answer, set under the same lock as ``gone``, so the
+        With ``error`` the thread's pending :meth:`call` (a body read) gets it
+        as its answer, set under the same lock as ``gone``, so the
         thread raises the real error (and logs it) rather than "client gone".
         The loop side stops waiting for more: a stale waiter is dropped, so a
         thread that outlives a cancelled pump never wakes a loop that is gone.
@@ -372,6 +524,8 @@ class _Exchange:
             if not items:
                 await fut
                 continue
+            # _END comes last, posted by a thread that is done: no more posts, no waits.
+            finished = items[-1][0] == _END
             i = 0
             count = len(items)
             while i < count:
@@ -397,14 +551,28 @@ class _Exchange:
                     last = i < count and (items[i][0] == _END or items[i][0] == _LAST)
                     if not self.gone:
                         try:
-                            await stream.send_body(data, not last)
+                            send = stream.send_body(data, not last)
+                            if type(send) is _COROUTINE:
+                                # The first step here: a send the client takes at once (the
+                                # usual case) costs no wrapper; one that waits is watched.
+                                try:
+                                    step = send.send(None)
+                                except StopIteration:
+                                    pass
+                                else:
+                                    await _watch_rest(send, step, self._set_blocked)
+                            else:
+                                await _watch(send, self._set_blocked)
                         except ClientDisconnected:
                             self._abandon()
                         except Exception as exc:  # e.g. more than the announced Content-Length
                             logger.error("WSGI response could not be sent: %s", exc)
                             stream.abort()
                             self._abandon()
-                    self._sent(len(data))
+                    if finished:  # the thread is done: nobody else writes it or waits on it
+                        self.pending -= len(data)
+                    else:
+                        self._sent(len(data))
                 elif tag == _SPOOL:
                     offset, size = item[1], item[2]
                     while i < count and items[i][0] == _SPOOL:  # contiguous: one range
@@ -434,14 +602,18 @@ class _Exchange:
                     except ClientDisconnected as exc:
                         self._answer(exc)
                 elif tag == _FILE:
+                    # The thread did not wait for this (post_file): failures end here.
                     try:
-                        if self.gone:
-                            raise ClientDisconnected("client disconnected")
-                        await stream.send_file(item[1], item[2], item[3])
-                    except Exception as exc:
-                        self._abandon(exc)
-                    else:
-                        self._answer(None)
+                        if not self.gone:
+                            await stream.send_file(item[1], item[2], item[3])
+                    except ClientDisconnected:
+                        self._abandon()
+                    except Exception as exc:  # the file shrank, a Content-Length that lies
+                        logger.error("WSGI response could not be sent: %s", exc)
+                        stream.abort()
+                        self._abandon()
+                    finally:
+                        self._drop_file()
                 elif tag == _LAST:
                     pass  # read with the _DATA before it
                 elif tag == _FAIL:
@@ -720,7 +892,8 @@ class ThreadPool:
 # -- the handler ---------------------------------------------------------------------------
 
 
-_KEYS: dict[bytes, str] = {}  # header name -> environ key, filled as names are seen
+# Header name -> environ key, filled as names are seen (names with "_" never enter).
+_KEYS: dict[bytes, str] = {b"content-type": "CONTENT_TYPE", b"content-length": "CONTENT_LENGTH"}
 
 
 def _environ_key(name: bytes) -> str:
@@ -742,6 +915,7 @@ class WSGIHandler:
         self.size = config.threads or default_threads()
         self.buffer_bodies = config.wsgi_body != "stream"
         self.response_buffer = config.wsgi_response_buffer
+        self.spool_budget = _SpoolBudget(config.wsgi_spool_max)
         self.pool = ThreadPool(self.size)
         self.free = self.size
         self.resume_at = max(1, self.size // 4)
@@ -769,6 +943,11 @@ class WSGIHandler:
         """
         self.ctx = ctx
         ctx.streams_per_connection = max(1, self.size // 2)
+        ctx.thread_pool = self.pool_usage  # for the metrics
+
+    def pool_usage(self) -> tuple[int, int]:
+        """The pool's size and how many of its threads run an app now."""
+        return self.size, self.size - self.free
 
     def shutdown(self) -> None:
         self.pool.shutdown()
@@ -830,10 +1009,21 @@ class WSGIHandler:
                 if body is not None:
                     body.close()
                 raise
-        # The slot is released once: when the thread is done (a spooled response may
-        # still be going out), or at the latest when the pump ends.
+        if stream.disconnected:
+            # The client left while its request waited for a thread: nobody is there
+            # to answer, and running the app anyway would do the work (a payment, a
+            # write) for nobody while other requests wait for the thread.
+            logger.info("%s left before a thread was free: %s %s not run",
+                        _client_name(stream), stream.method,
+                        stream.raw_path.decode("latin-1"))
+            self._release_slot()
+            if body is not None:
+                body.close()
+            return
+        # The slot is released once: when the thread is done (a spooled response or a
+        # file may still be going out), or at the latest when the pump ends.
         exchange = _Exchange(asyncio.get_running_loop(), stream, self.response_buffer,
-                             self._release_slot)
+                             self._release_slot, self.spool_budget)
         try:
             call = _Call(self, stream, exchange, body, size)
             try:
@@ -871,14 +1061,12 @@ class WSGIHandler:
         if client is not None:
             env["REMOTE_ADDR"] = client[0]
             env["REMOTE_PORT"] = str(client[1])
+        keys = _KEYS
         for name, value in stream.headers:
-            if b"_" in name:
-                continue  # X-Auth_User must not pass for X-Auth-User (both -> HTTP_X_AUTH_USER)
-            if name == b"content-type":
-                key = "CONTENT_TYPE"
-            elif name == b"content-length":
-                key = "CONTENT_LENGTH"
-            else:
+            key = keys.get(name)
+            if key is None:
+                if b"_" in name:
+                    continue  # X-Auth_User must not pass for X-Auth-User (-> HTTP_X_AUTH_USER)
                 key = _environ_key(name)
             text = value.decode("latin-1")
             if key in env:
@@ -896,6 +1084,15 @@ class WSGIHandler:
                 name, port = host, "443" if stream.scheme == "https" else "80"
             env["SERVER_NAME"], env["SERVER_PORT"] = name, port
         return env
+
+
+def _client_name(stream: Stream) -> str:
+    """``host:port`` of the stream's client, for a log line (``-`` when unknown)."""
+    client = stream.client
+    if client is None:
+        return "-"
+    host = str(client[0])
+    return f"[{host}]:{client[1]}" if ":" in host else f"{host}:{client[1]}"
 
 
 def _body_kind(stream: Stream) -> str:
@@ -941,12 +1138,9 @@ class _Call:
                 exc_info = None  # PEP 3333: avoid the traceback reference cycle
         elif self.status is not None:
             raise WSGIError("start_response() called a second time without exc_info")
-        if not isinstance(status, str):
-            raise WSGIError(f"start_response(): status must be a str, not {type(status).__name__}")
-        match = _STATUS.fullmatch(status)
-        if match is None:
-            raise WSGIError(f"start_response(): invalid status {status!r} "
-                            "(expected 'NNN Reason' with NNN from 200 to 999)")
+        code = _CODES.get(status) if type(status) is str else None
+        if code is None:
+            code = _status_code(status)
         encoded: Headers = []
         length: int | None = None
         close = False
@@ -957,6 +1151,8 @@ class _Call:
             except TypeError:  # not hashable: not a (str, str) tuple, refused below
                 hit = None
             if hit is not None:  # a plain header seen before: valid, already encoded
+                if hit[0] is _CONTENT_LENGTH:
+                    length = int(hit[1])
                 encoded.append(hit)
                 continue
             if not isinstance(pair, tuple) or len(pair) != 2:
@@ -985,12 +1181,12 @@ class _Call:
                 if not value.strip().isdigit():
                     raise WSGIError(f"start_response(): invalid Content-Length {value!r}")
                 length = int(value)
-            else:
-                if len(cache) >= _ENCODED_MAX:
-                    cache.clear()  # bounded: per-response values (cookies, etags) churn it
-                cache[pair] = (bname, bvalue)
+                bname = _CONTENT_LENGTH  # the cached pair is known by this very object
+            if len(cache) >= _ENCODED_MAX:
+                cache.clear()  # bounded: per-response values (cookies, etags) churn it
+            cache[pair] = (bname, bvalue)
             encoded.append((bname, bvalue))
-        self.status = int(match.group(1))
+        self.status = code
         self.headers = encoded
         self.content_length = length
         self.close = close
@@ -1061,6 +1257,12 @@ class _Call:
                         from None
                 raise WSGIError(f"the WSGI application returned a non-iterable "
                                 f"{type(result).__name__} object") from None
+            if type(iterator) is _LIST_ITERATOR and self.status is not None:
+                # Django's HttpResponse iterates over its own list: the items are all
+                # there already (iterating runs no app code), so they are sent as a list
+                # is, in one post, instead of one post per item.
+                self._send_sequence(list(iterator))
+                return
             write = self.write
             for data in iterator:
                 write(data)
@@ -1135,15 +1337,27 @@ class _Call:
             post_data(datas[index], index == last)
 
     def _send_file(self, fd: int, offset: int, size: int) -> None:
+        """Hand the file to the loop and return: the thread does not wait for the client.
+
+        The loop gets a duplicate of the descriptor, so the app's ``close()`` (run
+        next, in this thread: Django's fires ``request_finished``, which must run
+        where the view ran) cannot pull the file from under the send, and the
+        thread goes back to the pool while a slow client is still reading.
+        """
         count = size if self.content_length is None else self.content_length
         if self.headers_sent:  # write() already sent part of the body: no zero-copy here
             raise WSGIError("wsgi.file_wrapper returned after write(): not supported")
+        own = os.dup(fd)
         self.headers_sent = True
         headers = self.headers
         if self.content_length is None:  # said here so that HEAD gets it too
             headers = [*headers, (b"content-length", str(count).encode("ascii"))]
-        self.exchange.post((_START, self.status, headers, self.close))
-        self.exchange.call((_FILE, fd, offset, count))
+        try:
+            self.exchange.post_file((_START, self.status, headers, self.close), own, offset,
+                                    count)
+        except BaseException:
+            os.close(own)  # not handed over
+            raise
 
     def _fail(self, exc: BaseException) -> None:
         if isinstance(exc, WSGIError):
@@ -1153,12 +1367,38 @@ class _Call:
         self.exchange.finish((_FAIL,))
 
 
+_LIST_ITERATOR = type(iter([]))
+
 # Plain response headers already checked and encoded, by their (name, value) str
 # pair: apps send the same few headers on every response, and a dict lookup is
-# several times cheaper than encoding and checking them again. Hop-by-hop and
-# Content-Length headers are never cached (they mean more than their bytes).
+# several times cheaper than encoding and checking them again. Hop-by-hop headers
+# are never cached (they mean more than their bytes: a warning, a close). A
+# Content-Length pair is cached with ``_CONTENT_LENGTH`` itself as its name, so a
+# hit is recognised by identity and its value parsed (it was checked to be digits).
 _ENCODED: dict[tuple[str, str], tuple[bytes, bytes]] = {}
 _ENCODED_MAX = 4096
+_CONTENT_LENGTH = b"content-length"
+
+# Status lines already checked, to their code: apps send a handful ("200 OK",
+# "404 Not Found"), and a dict lookup is much cheaper than the regular expression.
+_CODES: dict[str, int] = {}
+_CODES_MAX = 256
+
+
+def _status_code(status: Any) -> int:
+    """Check a status line the app gave ``start_response``; its code (and remember it)."""
+    if not isinstance(status, str):
+        raise WSGIError(f"start_response(): status must be a str, not {type(status).__name__}")
+    match = _STATUS.fullmatch(status)
+    if match is None:
+        raise WSGIError(f"start_response(): invalid status {status!r} "
+                        "(expected 'NNN Reason' with NNN from 200 to 999)")
+    code = int(match.group(1))
+    if type(status) is str:  # a str subclass may compare equal and mean something else
+        if len(_CODES) >= _CODES_MAX:
+            _CODES.clear()  # bounded: odd reason phrases cannot grow it
+        _CODES[status] = code
+    return code
 
 _warned: set[str] = set()
 

@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from .addresses import Address, AddressError, parse_address, parse_addresses
 from .envfile import EnvFileError, read_env_file
 from .headers import valid_name, valid_value
 from .paths import PathError, normalize_mounts, normalize_prefix
@@ -68,7 +69,7 @@ GROUPS: tuple[str, ...] = (
     "HTTP/2",
     "Application and hybrid mode",
     "Behind a proxy",
-    "Logging",
+    "Logging and metrics",
     "Limits and timeouts",
     "Response headers",
     "Workers and reload",
@@ -92,9 +93,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("fd", "int", None, "Serve on an already bound socket: this file descriptor.",
            minimum=0, group=_BIND),
     Option("bind", "list", (),
-           "gunicorn's spelling of the address: HOST:PORT, HOST, [IPv6]:PORT, unix:PATH or "
-           "fd://N, instead of --host/--port/--uds/--fd. One address: bivio listens on one "
-           "socket.", metavar="ADDRESS", group=_BIND, short="-b"),
+           "Listen on this address: HOST:PORT, HOST, [IPv6]:PORT, unix:PATH or fd://N "
+           "(gunicorn's spelling). Repeatable: every one is served, e.g. -b 0.0.0.0:8000 "
+           "-b [::]:8000. Instead of --host/--port/--uds/--fd.", metavar="ADDRESS",
+           group=_BIND, short="-b"),
     Option("backlog", "int", 2048, "Maximum number of pending connections.", minimum=1,
            group=_BIND),
     # -- TLS
@@ -202,6 +204,10 @@ OPTIONS: tuple[Option, ...] = (
            "file when the client stops reading, so the thread is freed when the app is done "
            "rather than when the client has read (0: the thread waits for the client).",
            metavar="BYTES", minimum=0, group=_APP),
+    Option("wsgi_spool_max", "int", 1024 * 1024 * 1024,
+           "WSGI responses: bytes all the response spools of a worker may hold on disk "
+           "together; beyond it a thread waits for its client instead of spooling more "
+           "(0: no spool at all).", metavar="BYTES", minimum=0, group=_APP),
     Option("lifespan", "choice", "auto", "ASGI lifespan protocol.",
            choices=("auto", "on", "off"), group=_APP),
     Option("loop", "choice", "auto", "Event loop: auto (uvloop when installed), asyncio, uvloop.",
@@ -249,6 +255,10 @@ OPTIONS: tuple[Option, ...] = (
            "Format of the server and access log lines: text, or json (one JSON object a "
            "line: time, level, logger, message; the request's fields on access lines).",
            choices=("text", "json"), group=_LOG),
+    Option("metrics", "str", None,
+           "Serve Prometheus metrics on this HOST:PORT (GET /metrics), summed over every "
+           "worker by the supervisor (which --metrics implies). Default: off.",
+           metavar="HOST:PORT", group=_LOG),
     # -- Limits and timeouts
     Option("timeout_keep_alive", "float", 5.0,
            "Close a keep-alive connection idle for this many seconds.", minimum=0.0,
@@ -537,29 +547,64 @@ def _env_file_values(path: str, env: Mapping[str, str]) -> dict[str, str]:
 def parse_bind(address: str) -> dict[str, Any]:
     """gunicorn's ``--bind``: ``HOST:PORT``, ``HOST``, ``[IPv6]:PORT``, ``unix:PATH``, ``fd://N``.
 
-    Returns the bivio options it stands for (``host``/``port``, ``uds`` or ``fd``).
+    Returns the bivio options it stands for (``host``/``port``, ``uds`` or ``fd``):
+    what a single ``--bind`` sets, so ``--print-config`` and the code that reads
+    ``host``/``port`` see the address it names.
+    """
+    try:
+        return _address_options(parse_address(address))
+    except AddressError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _address_options(address: Address) -> dict[str, Any]:
+    if address.kind == "unix":
+        return {"uds": address.path}
+    if address.kind == "fd":
+        return {"fd": address.fd}
+    return {"host": address.host, "port": address.port}
+
+
+_ADDRESS_FLAGS = ("host", "port", "uds", "fd")
+
+
+def _set_aside(options: Mapping[str, Any]) -> set[str]:
+    """The address options of a lower layer that an address given in ``options`` (a
+    higher layer) replaces rather than clashes with: ``--bind`` replaces every lower
+    address option; ``--host/--port/--uds/--fd`` replace a lower ``bind`` (and
+    ``--uds``/``--fd`` a lower ``uds``/``fd``)."""
+    given = {n for n in (*_ADDRESS_FLAGS, "bind") if options.get(n) is not None}
+    drop: set[str] = set()
+    if "bind" in given:
+        drop.update((*_ADDRESS_FLAGS, "bind"))
+    if given & set(_ADDRESS_FLAGS):
+        drop.add("bind")
+    if given & {"uds", "fd"}:
+        drop.update(("uds", "fd"))
+    return drop
+
+
+def metrics_address(address: str) -> tuple[str, int]:
+    """``--metrics HOST:PORT`` (``[IPv6]:PORT`` for IPv6) as the address to bind.
+
+    The port is required: the metrics listener never shares the app's.
     """
     text = address.strip()
-    if text.startswith("unix:"):
-        path = text[5:].removeprefix("//")
-        if not path:
-            raise ConfigError(f"--bind: expected unix:PATH, got {address!r}")
-        return {"uds": path}
-    if text.startswith("fd://"):
-        return {"fd": convert(OPTIONS_BY_NAME["fd"], text[5:], "--bind fd://")}
-    text = text.removeprefix("tcp://")
-    host, port = text, "8000"  # gunicorn's default port
     if text.startswith("["):
-        host, bracket, rest = text[1:].partition("]")
-        if not bracket or (rest and not rest.startswith(":")):
-            raise ConfigError(f"--bind: expected [IPv6]:PORT, got {address!r}")
-        port = rest[1:] or port
-    elif ":" in text:
-        host, _, port = text.rpartition(":")
-        if ":" in host:
-            raise ConfigError(f"--bind: an IPv6 address goes in brackets: [{host}]:{port}")
-    return {"host": host or "0.0.0.0",
-            "port": convert(OPTIONS_BY_NAME["port"], port, "--bind port")}
+        host, bracket, port = text[1:].partition("]")
+        ok = bool(bracket) and port.startswith(":")
+        port = port[1:]
+    else:
+        host, ok, port = text.rpartition(":")
+        ok = bool(ok) and ":" not in host
+    if not ok or not host or not port:
+        raise ConfigError(f"--metrics: expected HOST:PORT or [IPv6]:PORT, got {address!r}")
+    return host, convert(OPTIONS_BY_NAME["port"], port, "--metrics port")
+
+
+def _check_metrics(values: dict[str, Any]) -> None:
+    if values.get("metrics") is not None:
+        metrics_address(values["metrics"])
 
 
 _SSL_VERSIONS = (2, 17)  # ssl.PROTOCOL_TLS and ssl.PROTOCOL_TLS_SERVER: "negotiate"
@@ -590,14 +635,17 @@ def _check_compat(values: dict[str, Any]) -> tuple[str, ...]:
                           "or 1.3 (uvicorn's default 17, PROTOCOL_TLS_SERVER); set the oldest "
                           "version with --ssl-min-version 1.2|1.3")
     binds = values.get("bind", ())
-    if len(binds) > 1:
-        raise ConfigError(f"--bind: one address only (bivio listens on one socket), got "
-                          f"{len(binds)}: {', '.join(binds)}")
     if binds:
-        given = [n for n in ("host", "port", "uds", "fd") if n in values]
+        given = [n for n in _ADDRESS_FLAGS if n in values]
         if given:
-            raise ConfigError(f"--bind and --{given[0]}: choose one")
-        values.update(parse_bind(binds[0]))
+            raise ConfigError(f"--bind and --{given[0]}: choose one (--bind lists every "
+                              "address: --bind 0.0.0.0:8000 --bind [::]:8000)")
+        try:
+            addresses = parse_addresses(binds)
+        except AddressError as exc:
+            raise ConfigError(str(exc)) from None
+        if len(addresses) == 1:  # host/port (or uds, fd) say where the one listener is
+            values.update(_address_options(addresses[0]))
     return tuple(notes)
 
 @dataclass(frozen=True)
@@ -629,6 +677,7 @@ class Config:
     threads: int | None = None
     wsgi_body: str = "buffer"
     wsgi_response_buffer: int = 64 * 1024 * 1024
+    wsgi_spool_max: int = 1024 * 1024 * 1024
     root_path: str = ""
     proxy_headers: bool = True
     forwarded_allow_ips: str | None = None
@@ -640,6 +689,7 @@ class Config:
     access_logfile: str | None = None
     error_logfile: str | None = None
     log_format: str = "text"
+    metrics: str | None = None
     timeout_keep_alive: float = 5.0
     timeout_request_header: float = 10.0
     timeout_request_body: float = 30.0
@@ -717,9 +767,11 @@ class Config:
         if env_file:  # its variables count as environment; those already set win
             env = {**_env_file_values(env_file, env), **env}
         values: dict[str, Any] = _file_values(file or {}, options or {}, env)
+        set_aside = _set_aside(options or {})  # an address above replaces the env's
         for option in OPTIONS:
             # An explicit option wins: its variable is not even read.
-            if option.env in env and (options or {}).get(option.name) is None:
+            if option.env in env and (options or {}).get(option.name) is None \
+                    and option.name not in set_aside:
                 values[option.name] = convert(option, env[option.env], option.env)
         for name, value in (options or {}).items():
             option = OPTIONS_BY_NAME.get(name)
@@ -755,6 +807,7 @@ class Config:
         if values.get("uds") is not None and values.get("fd") is not None:
             raise ConfigError("--uds and --fd: choose one")
         _check_tls(values)
+        _check_metrics(values)
         values["notes"] = _check_compat(values)
         return cls(**values)
 
@@ -764,7 +817,23 @@ class Config:
         A supervised worker's own options have these cleared, so it takes the
         single-process path.
         """
-        return self.workers is not None or self.reload or self.limit_max_requests is not None
+        return (self.workers is not None or self.reload or self.limit_max_requests is not None
+                or self.metrics is not None)  # the supervisor serves the metrics
+
+    @property
+    def addresses(self) -> tuple[Address, ...]:
+        """Every listener to serve, in order: the ``--bind`` list, else ``--fd``, else
+        ``--uds``, else ``--host:--port`` (uvicorn's precedence). Validated by
+        :meth:`from_options`; computed on demand (at start-up only) so that a
+        ``dataclasses.replace`` of ``bind``/``fd`` (systemd activation, a worker's
+        inherited sockets) can never leave a stale copy."""
+        if self.bind:
+            return parse_addresses(self.bind)
+        if self.fd is not None:
+            return (Address("fd", fd=self.fd),)
+        if self.uds is not None:
+            return (Address("unix", path=self.uds),)
+        return (Address("tcp", host=self.host, port=self.port),)
 
     @property
     def tls(self) -> bool:

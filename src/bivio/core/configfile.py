@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .config import OPTIONS, OPTIONS_BY_NAME, Config, ConfigError, Option, convert
+from .config import OPTIONS, OPTIONS_BY_NAME, Config, ConfigError, Option, _set_aside, convert
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -36,10 +36,11 @@ NOT_IN_FILE = ("config",)
 
 KEPT_ON_RELOAD = ("host", "port", "uds", "fd", "bind", "backlog", "workers",
                   "timeout_worker_healthcheck", "reload", "reload_dir", "reload_include",
-                  "reload_exclude", "reload_delay", "pid", "config", "print_config")
-"""Options a SIGHUP does not change: the listening socket is bound once, and these
-steer the supervisor itself (``workers``: use SIGTTIN/SIGTTOU). Every other option
-of a reloaded file reaches the new workers."""
+                  "reload_exclude", "reload_delay", "pid", "config", "print_config",
+                  "metrics")
+"""Options a SIGHUP does not change: the listening sockets (and the metrics
+listener) are bound once, and these steer the supervisor itself (``workers``: use
+SIGTTIN/SIGTTOU). Every other option of a reloaded file reaches the new workers."""
 
 _ADDRESS = ("host", "port", "uds", "fd", "bind")
 _KINDS = {"bool": "true or false", "int": "an integer", "float": "a number",
@@ -139,11 +140,12 @@ def sources(config: Config, options: Mapping[str, Any], env: Mapping[str, str],
     """Where each option's value came from: ``command line``, the environment
     variable's name, the file's label or ``default``."""
     env_file = config.env_file
+    set_aside = _set_aside(options)  # BIVIO_BIND under --port is not where port came from
     out: dict[str, str] = {}
     for option in OPTIONS:
         if options.get(option.name) is not None:
             out[option.name] = "command line"
-        elif option.env in env:
+        elif option.env in env and option.name not in set_aside:
             out[option.name] = option.env
         elif env_file and option.name != "env_file" and _in_env_file(option, env_file, env):
             out[option.name] = f"{option.env} in {env_file}"
@@ -235,5 +237,7 @@ def describe(config: Config, where: Mapping[str, str]) -> str:
             value = "********"
         text = (f"{option.name} = {_toml(value)}" if value is not None
                 else f"# {option.name} is unset")
+        if len(config.bind) > 1 and option.name in _ADDRESS[:4]:
+            text = f"# {option.name}: see bind"  # several --bind: no one host/port is it
         lines.append(f"{text:<44}  # {where[option.name]}")
     return "\n".join(lines) + "\n"

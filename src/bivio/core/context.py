@@ -26,7 +26,7 @@ import contextvars
 import email.utils
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -94,6 +94,16 @@ class ResponseInfo:
     duration: float  # seconds from the request head to the end of the response
     protocol: str  # "http/1.1", "h2", "websocket"
     interface: str  # "asgi", "wsgi", "static"; "-" when the server answered itself
+    # The request's headers, by reference (nothing is copied or scanned per request):
+    # read only by a hook that wants one, such as the JSON access log's request_id.
+    headers: Sequence[tuple[bytes, bytes]] = ()
+
+    def request_id(self) -> str | None:
+        """The client's ``X-Request-ID`` (at most 200 characters), or None."""
+        for name, value in self.headers:
+            if name == b"x-request-id":
+                return value[:200].decode("latin-1")
+        return None
 
 
 ResponseHook = Callable[[ResponseInfo], None]
@@ -117,6 +127,18 @@ class ServerContext:
         # (bivio.process.watchdog) from its own thread: what metrics will export.
         self.loop_stalls = 0
         self.intake_paused = False
+        # What metrics export (bivio.process.metrics reads them; nothing else does).
+        # Bytes read from clients, counted where each protocol receives them.
+        self.received_bytes = 0
+        # Limits and timeouts enforced, by the flag that did it ("timeout-send"):
+        # counted on the error paths only, see :meth:`limit_hit`.
+        self.limit_counts: dict[str, int] = {}
+        # Seconds intake has been paused (every WSGI thread busy), closed periods only;
+        # :attr:`paused_since` is when the current pause began.
+        self.paused_seconds = 0.0
+        self.paused_since: float | None = None
+        # The WSGI pool's (size, busy threads), set by the WSGI handler when it binds.
+        self.thread_pool: Callable[[], tuple[int, int]] | None = None
         # Called with a ResponseInfo after every response; empty means nobody
         # listens, and protocols then build no record at all (the hot path).
         self.response_hooks: list[ResponseHook] = []
@@ -158,12 +180,17 @@ class ServerContext:
 
     def record(self, client: tuple[str, int] | None, method: str, target: str,
                http_version: str, status: int, sent: int, duration: float, protocol: str,
-               interface: str) -> None:
+               interface: str, headers: Sequence[tuple[bytes, bytes]] = ()) -> None:
         """Report one finished response to every hook (call only if ``response_hooks``)."""
         info = ResponseInfo(client, method, target, http_version, status, sent, duration,
-                            protocol, interface)
+                            protocol, interface, headers)
         for hook in self.response_hooks:
             hook(info)
+
+    def limit_hit(self, flag: str) -> None:
+        """Count one enforcement of a limit or timeout, named by its flag without the dashes
+        (``"timeout-send"``): each is logged where it happens and counted here."""
+        self.limit_counts[flag] = self.limit_counts.get(flag, 0) + 1
 
     @property
     def in_flight(self) -> int:
@@ -177,12 +204,16 @@ class ServerContext:
         """Start no new streams on any connection (see the module docstring)."""
         if not self.intake_paused:
             self.intake_paused = True
+            self.paused_since = time.monotonic()
             for conn in list(self.connections):
                 conn.pause_intake()
 
     def resume_intake(self) -> None:
         if self.intake_paused:
             self.intake_paused = False
+            if self.paused_since is not None:
+                self.paused_seconds += time.monotonic() - self.paused_since
+                self.paused_since = None
             for conn in list(self.connections):
                 conn.resume_intake()
 

@@ -115,7 +115,8 @@ class JSONFormatter(logging.Formatter):
     ``level``, ``logger``, ``process`` and ``message``; ``exception`` (the formatted
     traceback) when the record carries one. An access line (``bivio.access``) adds
     ``client``, ``method``, ``target``, ``path``, ``query``, ``http_version``,
-    ``status``, ``bytes``, ``duration_ms``, ``protocol`` and ``interface``.
+    ``status``, ``bytes``, ``duration_ms``, ``protocol`` and ``interface``, and
+    ``request_id`` when the client sent ``X-Request-ID``.
     """
 
     def format(self, record: logging.LogRecord) -> str:
@@ -136,6 +137,9 @@ class JSONFormatter(logging.Formatter):
                         http_version=info.http_version, status=info.status, bytes=info.sent,
                         duration_ms=round(info.duration * 1000.0, 3), protocol=info.protocol,
                         interface=info.interface)
+            request_id = info.request_id()
+            if request_id is not None:
+                data["request_id"] = request_id
         if record.exc_info:
             data["exception"] = self.formatException(record.exc_info)
         elif record.exc_text:

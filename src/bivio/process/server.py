@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import socket
 import ssl
-import stat
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..adapters.asgi import ASGIHandler
@@ -20,6 +18,7 @@ from ..core.logs import access_enabled, log_response, logger
 from ..core.version import __version__
 from ..protocols.http1 import H1Connection
 from .errors import StartupError
+from .listeners import bind_listeners, remove_unix_paths
 from .loader import WSGIApp, load_app, load_pair
 from .systemd import Notifier, notifier
 from .tls import Handshakes, build_ssl_context, served_certificate
@@ -43,33 +42,6 @@ def setup_loop(kind: str) -> None:
             raise StartupError("--loop uvloop: uvloop is not installed") from None
         return
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-
-
-def bind_socket(config: Config) -> socket.socket:
-    """Create the listening socket for ``--host/--port``, ``--uds`` or ``--fd``."""
-    try:
-        if config.fd is not None:
-            sock = socket.socket(fileno=config.fd)
-        elif config.uds is not None:
-            path = config.uds
-            if os.path.exists(path) and stat.S_ISSOCK(os.stat(path).st_mode):
-                os.unlink(path)
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            sock.bind(path)
-            os.chmod(path, 0o666)
-        else:
-            family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
-            sock = socket.socket(family, socket.SOCK_STREAM)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((config.host, config.port))
-        if config.fd is None:
-            sock.listen(config.backlog)
-    except OSError as exc:
-        where = config.uds or (f"fd {config.fd}" if config.fd is not None
-                               else f"{config.host}:{config.port}")
-        raise StartupError(f"could not bind {where}: {exc.strerror or exc}") from None
-    sock.setblocking(False)
-    return sock
 
 
 def listener_url(sock: socket.socket, tls: bool = False) -> str:
@@ -174,8 +146,14 @@ class Server:
         # --loop-warn: logs where a blocked event loop is stuck (None when 0: off).
         self.watchdog = LoopWatchdog(self.ctx, config.loop_warn) if config.loop_warn else None
 
-    async def serve(self, sock: socket.socket | None = None) -> None:
-        """Start, serve until :meth:`stop` (or SIGINT/SIGTERM), then shut down gracefully."""
+    async def serve(self, sock: socket.socket | Sequence[socket.socket] | None = None) -> None:
+        """Start, serve until :meth:`stop` (or SIGINT/SIGTERM), then shut down gracefully.
+
+        ``sock``: the listening socket(s) to serve; by default every address of the
+        config is bound here (:func:`bivio.process.listeners.bind_listeners`), after
+        the app's startup. Each socket gets its own asyncio server, all with the same
+        protocol factory (TLS, ``--proxy-protocol``) and the same context.
+        """
         loop = asyncio.get_running_loop()
         if on_worker_ready is None:  # a worker's supervisor speaks to systemd
             self._notifier = notifier()
@@ -191,11 +169,12 @@ class Server:
             raise StartupError(f"application startup failed: {exc}",
                                exits.STARTUP_FAILED) from None
         try:
-            sock = sock or bind_socket(self.config)
+            socks = [sock] if isinstance(sock, socket.socket) \
+                else list(sock or ()) or bind_listeners(self.config)
         except StartupError:
             await self.lifespan.shutdown()  # startup ran: let the app clean up
             raise
-        self.sockets = [sock]
+        self.sockets = socks
         self.ctx.start_date_timer(loop)
         if self.watchdog is not None:
             self.watchdog.start(loop)
@@ -208,15 +187,15 @@ class Server:
                    "ssl_handshake_timeout": self.config.timeout_tls_handshake}
             factory = self._handshakes = Handshakes(factory, loop, self.ssl_context,
                                                     self.config.timeout_tls_handshake)
-        server = await loop.create_server(
-            factory, sock=sock, backlog=self.config.backlog, **tls
-        )
-        self.servers = [server]
+        for listening in socks:
+            self.servers.append(await loop.create_server(
+                factory, sock=listening, backlog=self.config.backlog, **tls))
         self.started = True
         if on_worker_ready is None:
-            self._log_started(sock)
+            self._log_started(socks)
             if self._notifier is not None:
-                self._notifier.ready(f"serving on {listener_url(sock, self.config.tls)}")
+                urls = ", ".join(listener_url(s, self.config.tls) for s in socks)
+                self._notifier.ready(f"serving on {urls}")
         self._install_signals(loop)
         if on_worker_ready is not None:
             on_worker_ready(self)
@@ -284,10 +263,12 @@ class Server:
                            stream.raw_path.decode("latin-1"), who, why)
             task.cancel()
 
-    def _log_started(self, sock: socket.socket) -> None:
+    def _log_started(self, socks: Sequence[socket.socket]) -> None:
+        """The banner, one line per listener (as the supervisor logs it)."""
         about = self.describe()
-        logger.info("%s", banner(listener_url(sock, self.config.tls), self.config,
-                                 about["mode"], about["loop"], "1 process"))
+        for sock in socks:
+            logger.info("%s", banner(listener_url(sock, self.config.tls), self.config,
+                                     about["mode"], about["loop"], "1 process"))
 
     def describe(self) -> dict[str, str]:
         """What the banner says about this worker: the app's mode and the event loop."""
@@ -349,8 +330,7 @@ class Server:
             self.watchdog.stop()
         self.handler.shutdown()  # WSGI: stop the idle pool threads
         await self.lifespan.shutdown()
-        if self.config.uds and os.path.exists(self.config.uds):
-            os.unlink(self.config.uds)
+        remove_unix_paths(self.config.addresses)
         if self.aborted:
             logger.warning("Shutdown complete; %d request(s) were aborted", len(self.aborted))
         else:

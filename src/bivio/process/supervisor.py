@@ -3,8 +3,9 @@
 ``--workers N``, ``--reload`` or ``--limit-max-requests`` run bivio as a
 supervisor (see docs/workers.md for the user's view). The parent:
 
-- binds every listener once (TCP, ``--uds`` or ``--fd``), before any worker
-  exists, so a bind error is one clear line and the sockets never close while
+- binds every listener once (TCP, ``--uds``, ``--fd`` or each ``--bind``: all
+  of them or none, :mod:`bivio.process.listeners`), before any worker exists,
+  so a bind error is one clear line and the sockets never close while
   workers come and go: a connection that arrives while no worker accepts waits
   in the kernel's backlog instead of being refused;
 - never imports the application. Workers are fresh interpreters started with
@@ -20,20 +21,26 @@ supervisor (see docs/workers.md for the user's view). The parent:
   line); its app and options come in ``$_BIVIO_WORKER_SPEC``.
 
 Each worker runs the very same serve path as single-process mode
-(:func:`bivio.main.serve`, so ASGI and WSGI alike) with ``--fd`` pointing at
-the inherited listener; :data:`bivio.server.on_worker_ready` lets the worker's
-:class:`WorkerAgent` join in once it is ready. The channel carries
-newline-terminated words:
+(:func:`bivio.main.serve`, so ASGI and WSGI alike) with ``--bind fd://N`` for
+each inherited listener (one asyncio server per socket);
+:data:`bivio.server.on_worker_ready` lets the worker's :class:`WorkerAgent`
+join in once it is ready. The channel carries newline-terminated words:
 
 - worker -> parent: ``about JSON`` (its mode and event loop, for the "serving
   on" banner the parent logs when the first worker is ready), ``ready``
   (lifespan startup done, accepting), ``beat``
   (sent by a timer *on the worker's event loop*, so a blocked loop stops the
   beats; a side thread would keep beating while the loop is stuck),
-  ``recycle`` (``--limit-max-requests`` reached), and ``error JSON`` (the app
+  ``recycle`` (``--limit-max-requests`` reached), ``error JSON`` (the app
   could not be loaded: the one-line reason and its traceback, which the parent
-  prints once however many workers fail the same way);
-- parent -> worker: ``stop`` (drain gracefully: the same shutdown as SIGTERM).
+  prints once however many workers fail the same way), and with ``--metrics``
+  ``metrics JSON`` (its counters: with each beat, when asked, and once more as
+  it exits; :mod:`bivio.process.metrics`);
+- parent -> worker: ``stop`` (drain gracefully: the same shutdown as SIGTERM)
+  and ``metrics`` (a scrape wants fresh counters).
+
+Lines are written whole: what the channel cannot take at once waits, in order,
+for it to drain (a worker's ``_send``).
 
 End of file on the channel means the other side is gone: the parent learns a
 worker died at once, and a worker whose parent was killed shuts down instead of
@@ -56,17 +63,21 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
 from ..core import configfile, exits
-from ..core.config import OPTIONS, Config, ConfigError
+from ..core.config import OPTIONS, Config, ConfigError, metrics_address
 from ..core.logs import configure_logging, logger
 from . import loader as loader_module
 from . import server as server_module
+from .listeners import bind_listeners, close_listeners
 from .loader import LoadError
-from .server import StartupError, banner, bind_socket, listener_url
+from .metrics import SCRAPE_WAIT, Totals, WorkerMetrics, aggregate
+from .metrics import start_server as start_metrics_server
+from .server import StartupError, banner, listener_url
 from .systemd import NOTIFY_ENV
 from .systemd import notifier as systemd_notifier
 from .tls import build_ssl_context
@@ -89,10 +100,20 @@ shutdown) before it is killed."""
 _WORKER_ONLY_RESET: dict[str, Any] = {
     "uds": None, "workers": None, "reload": False, "reload_dir": (), "reload_include": (),
     "reload_exclude": (), "limit_max_requests": None, "limit_max_requests_jitter": 0,
-    # The parent's alone: the address it bound (--bind), its pid file, and the
-    # environment file it loaded into the environment the workers inherit.
-    "bind": (), "pid": None, "env_file": None,
+    # The parent's alone: the addresses it bound (the worker serves the inherited
+    # sockets, given as --bind fd://N), its pid file, and the environment file it
+    # loaded into the environment the workers inherit.
+    "host": None, "port": None, "fd": None, "pid": None, "env_file": None,
+    # The parent serves the metrics; a worker only counts (spec["metrics"]).
+    "metrics": None,
 }
+
+
+_RESTART_REASONS = {"recycle": "max_requests", "reload": "reload"}
+"""A replacement's reason as ``bivio_worker_restarts_total`` names it (crash and blocked
+are counted where the worker's exit is seen)."""
+OUT_LIMIT = 1 << 20
+"""Bytes a worker keeps for a parent that is not reading its channel; lines beyond are dropped."""
 
 
 def heartbeat_interval(config: Config) -> float:
@@ -108,15 +129,18 @@ def request_limit(config: Config, rng: random.Random | None = None) -> int | Non
     return config.limit_max_requests + ((rng or random).randint(0, jitter) if jitter else 0)
 
 
-def worker_options(config: Config, fd: int) -> dict[str, Any]:
-    """The options a worker runs with: every resolved setting, serving on ``fd``.
+def worker_options(config: Config, fds: int | Sequence[int]) -> dict[str, Any]:
+    """The options a worker runs with: every resolved setting, serving on ``fds``.
 
     Resolved values (not the command line) so a worker sees exactly what the
     parent validated, whatever its environment; supervisor-only options are
-    cleared so the worker takes the single-process path.
+    cleared so the worker takes the single-process path. The inherited listeners
+    travel as ``--bind fd://N`` each, in the parent's order (one of them also
+    sets ``fd``, as ``--fd N`` would).
     """
     options = {o.name: getattr(config, o.name) for o in OPTIONS}
-    options.update(_WORKER_ONLY_RESET, fd=fd)
+    fds = [fds] if isinstance(fds, int) else list(fds)
+    options.update(_WORKER_ONLY_RESET, bind=[f"fd://{fd}" for fd in fds])
     return {k: list(v) if isinstance(v, tuple) else v for k, v in options.items()}
 
 
@@ -165,7 +189,8 @@ class ReloadFilter:
 class WorkerAgent:
     """Inside a worker: report readiness, beat from the event loop, obey ``stop``."""
 
-    def __init__(self, channel: socket.socket, interval: float, max_requests: int | None) -> None:
+    def __init__(self, channel: socket.socket, interval: float, max_requests: int | None,
+                 metrics: bool = False) -> None:
         self.channel = channel
         self.interval = interval
         self.max_requests = max_requests
@@ -174,27 +199,80 @@ class WorkerAgent:
         self.recycling = False
         self.stopping = False
         self._buffer = b""
+        self._out = bytearray()  # what the channel could not take yet (whole lines only)
+        self._count = metrics  # --metrics: count, and report with every beat
+        self.metrics: WorkerMetrics | None = None
+        self._due = 0.0  # when the next beat should run (loop time): its lag is measured
 
     def ready(self, server: Any) -> None:
         """Called by the server once lifespan startup is done and it accepts connections."""
         self.server = server
         self.loop = asyncio.get_running_loop()
+        if self._count:  # before the first connection: every request is counted
+            self.metrics = WorkerMetrics(server.ctx)
+            if server.watchdog is not None:  # --loop-warn ticks often: its lateness is the lag
+                server.watchdog.on_lag = self.metrics.loop_lag.observe
         self._send(b"about " + json.dumps(server.describe()).encode() + b"\n")  # the banner
         self._send(b"ready\n")
         self.loop.add_reader(self.channel.fileno(), self._on_readable)
         self._beat()
 
     def _send(self, data: bytes) -> None:
+        """Send whole lines: what the channel cannot take now waits, in order, for it
+        to drain (a snapshot is larger than a beat; half a line would garble the next)."""
+        if self._out:
+            if len(self._out) < OUT_LIMIT:  # else the parent is not reading: drop lines
+                self._out += data
+            return
         try:
-            self.channel.send(data)
+            sent = self.channel.send(data)
         except (BlockingIOError, InterruptedError):
-            pass  # the parent is not reading right now; the next beat will do
+            sent = 0
         except OSError:
-            pass  # the parent is gone: the reader sees end of file and stops us
+            return  # the parent is gone: the reader sees end of file and stops us
+        if sent < len(data):
+            self._out += data[sent:]
+            assert self.loop is not None
+            self.loop.add_writer(self.channel.fileno(), self._flush_out)
+
+    def _flush_out(self) -> None:
+        assert self.loop is not None
+        try:
+            sent = self.channel.send(self._out)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            sent = len(self._out)  # gone: nothing more to send
+        del self._out[:sent]
+        if not self._out:
+            self.loop.remove_writer(self.channel.fileno())
+
+    def _report(self) -> None:
+        """``metrics JSON``: this worker's counters, for the supervisor to sum."""
+        if self.metrics is not None:
+            self._send(b"metrics " + json.dumps(self.metrics.snapshot()).encode() + b"\n")
+
+    def final_report(self) -> None:
+        """After the server has stopped: the last counts, so none are lost at a recycle or
+        reload (blocking, briefly: the loop is gone)."""
+        if self.metrics is None:
+            return
+        data = bytes(self._out) + b"metrics " + json.dumps(self.metrics.snapshot()).encode() \
+            + b"\n"
+        try:
+            self.channel.settimeout(2.0)
+            self.channel.sendall(data)
+        except OSError:
+            pass  # the parent is gone or stuck: it has the counts of the last beat
 
     def _beat(self) -> None:
         assert self.loop is not None
+        now = self.loop.time()
+        if self.metrics is not None and self._due and self.server.watchdog is None:
+            self.metrics.loop_lag.observe(max(0.0, now - self._due))
+        self._due = now + self.interval
         self._send(b"beat\n")
+        self._report()
         if (self.max_requests is not None and not self.recycling
                 and self.server.ctx.requests >= self.max_requests):
             self.recycling = True
@@ -219,6 +297,8 @@ class WorkerAgent:
             return
         self._buffer += data
         *lines, self._buffer = self._buffer.split(b"\n")
+        if b"metrics" in lines:  # a scrape: fresh counts now
+            self._report()
         if b"stop" in lines and not self.stopping:
             logger.info("Stopping gracefully (asked by the supervisor)")
             self._stop()
@@ -260,7 +340,8 @@ def worker_main() -> NoReturn:
     # writes every thread's stack to the log from C, which works even while the
     # Python code that blocks never gives the interpreter back.
     faulthandler.register(signal.SIGUSR1, all_threads=True)
-    agent = WorkerAgent(channel, spec["interval"], spec["max_requests"])
+    agent = WorkerAgent(channel, spec["interval"], spec["max_requests"],
+                        spec.get("metrics", False))
     server_module.on_worker_ready = agent.ready
     options = spec["options"]
     if PASSWORD_ENV in os.environ:
@@ -270,6 +351,7 @@ def worker_main() -> NoReturn:
     loader_module.log_tracebacks = False  # the supervisor logs them, once
     try:
         code = server_module.run(spec["app"], config)
+        agent.final_report()
     except LoadError as exc:
         report = json.dumps({"error": str(exc), "details": exc.details})
         try:
@@ -306,6 +388,8 @@ class Worker:
     killed: bool = False  # SIGKILLed for not stopping in time
     number: int = 0  # its place among the workers, in its process title (worker 2)
     about: dict[str, str] | None = None  # its ``about`` report: mode and event loop
+    metrics: dict[str, Any] | None = None  # its latest ``metrics`` report (--metrics)
+    fresh: asyncio.Future[None] | None = None  # a scrape waiting for its next report
 
     @property
     def pid(self) -> int:
@@ -336,23 +420,67 @@ class Supervisor:
         # Load errors printed since the last reload or ready worker: N workers failing
         # on the same import error print it once.
         self._reported: set[str] = set()
+        # --metrics: the counts of workers that have exited, and why workers were replaced.
+        self.totals = Totals()
+        self.restarts: dict[str, int] = {}
+        self.metrics_server: Any = None
 
     # -- running ---------------------------------------------------------------------------
 
     def run(self) -> int:
         try:
             self._check_tls()  # once here, rather than every worker failing the same way
-            self.listeners = [bind_socket(self.config)]
+            # Every address, before any worker exists: all bound, or none and one line.
+            self.listeners = bind_listeners(self.config)
+            self._start_metrics()
         except StartupError as exc:
+            close_listeners(self.listeners, self.config.addresses)
             logger.error("%s", exc)
             return exc.code
+        addresses = self.config.addresses  # a SIGHUP keeps them (KEPT_ON_RELOAD)
         try:
             return asyncio.run(self._main())
         finally:
-            for sock in self.listeners:
-                sock.close()
-            if self.config.uds and os.path.exists(self.config.uds):
-                os.unlink(self.config.uds)
+            if self.metrics_server is not None:
+                self.metrics_server.shutdown()
+                self.metrics_server.server_close()
+            close_listeners(self.listeners, addresses)
+
+    def _start_metrics(self) -> None:
+        """``--metrics HOST:PORT``: the scrape listener, bound before any worker starts."""
+        if self.config.metrics is None:
+            return
+        host, port = metrics_address(self.config.metrics)
+        try:
+            self.metrics_server = start_metrics_server(host, port, self._gather_for_scrape)
+        except OSError as exc:
+            raise StartupError(f"could not bind --metrics {self.config.metrics}: "
+                               f"{exc.strerror or exc}") from None
+        bound = self.metrics_server.server_address
+        logger.info("Metrics on http://%s/metrics",
+                    f"[{bound[0]}]:{bound[1]}" if ":" in bound[0] else f"{bound[0]}:{bound[1]}")
+
+    def _gather_for_scrape(self) -> dict[str, Any]:
+        """From the scrape's thread: the figures, gathered on the loop (see :meth:`_gather`)."""
+        future = asyncio.run_coroutine_threadsafe(self._gather(), self.loop)
+        return future.result(SCRAPE_WAIT + 5.0)
+
+    async def _gather(self) -> dict[str, Any]:
+        """Ask every live worker for fresh counts, wait a moment for them, and sum."""
+        waiting = []
+        for worker in self.workers:
+            if worker.state in ("ready", "stopping") and not worker.eof:
+                if worker.fresh is None or worker.fresh.done():
+                    worker.fresh = self.loop.create_future()
+                    try:
+                        worker.channel.send(b"metrics\n")
+                    except OSError:
+                        continue  # busy or gone: its last report will do
+                waiting.append(worker.fresh)
+        if waiting:
+            await asyncio.wait(waiting, timeout=SCRAPE_WAIT)
+        live = [(w.number, w.state, w.metrics) for w in self.workers]
+        return aggregate(self.totals, live, self.restarts)
 
     async def _main(self) -> int:
         self.loop = asyncio.get_running_loop()
@@ -397,7 +525,7 @@ class Supervisor:
     def _spawn(self, reason: str, replaces: Worker | None = None) -> Worker:
         parent_end, child_end = socket.socketpair()
         parent_end.setblocking(False)
-        options = worker_options(self.config, self.listeners[0].fileno())
+        options = worker_options(self.config, [s.fileno() for s in self.listeners])
         env = {k: v for k, v in os.environ.items() if k not in NOTIFY_ENV}  # systemd: ours
         password = options.pop("ssl_keyfile_password", None)
         if password is not None:
@@ -408,6 +536,7 @@ class Supervisor:
             "channel": child_end.fileno(),
             "interval": self.interval,
             "max_requests": request_limit(self.config),
+            "metrics": self.config.metrics is not None,
         })
         used = {w.number for w in self.workers}
         number = next(n for n in range(1, len(used) + 2) if n not in used)
@@ -423,6 +552,8 @@ class Supervisor:
             child_end.close()
         worker = Worker(proc, parent_end, reason, time.monotonic(), replaces=replaces,
                         number=number)
+        if reason in _RESTART_REASONS:
+            self._count_restart(_RESTART_REASONS[reason])
         self.workers.append(worker)
         self.loop.add_reader(parent_end.fileno(), self._on_channel, worker)
         logger.info("Started worker [%d] (%s)", worker.pid, reason)
@@ -573,7 +704,7 @@ class Supervisor:
                 with contextlib.suppress(ValueError):
                     worker.about = json.loads(line[6:])
             else:
-                _take_error(worker, line)
+                _take_report(worker, line)
 
     def _drain(self, worker: Worker) -> None:
         """Read what an exited worker wrote last (its ``error``) before its channel closes."""
@@ -587,7 +718,7 @@ class Supervisor:
             worker.buffer += data
             *lines, worker.buffer = worker.buffer.split(b"\n")
             for line in lines:
-                _take_error(worker, line)
+                _take_report(worker, line)
 
     def _report_error(self, worker: Worker) -> None:
         """Print a worker's load error as single-process mode does, once per distinct error."""
@@ -675,6 +806,9 @@ class Supervisor:
             self.loop.remove_reader(worker.channel.fileno())
             self._drain(worker)
         worker.channel.close()
+        if worker.metrics is not None:  # its last counts stay in the totals
+            self.totals.fold(worker.metrics)
+            worker.metrics = None
         self.to_replace = [(w, r) for w, r in self.to_replace if w is not worker]
         for other in self.workers:
             if other.replaces is worker:
@@ -691,15 +825,20 @@ class Supervisor:
         elif worker.state == "stopping":
             logger.info("Worker [%d] stopped (%s)", worker.pid, how)
         elif worker.state == "killing":
+            self._count_restart("blocked")
             logger.info("Worker [%d] killed (%s)", worker.pid, how)
         elif self.stopping:
             logger.info("Worker [%d] exited (%s)", worker.pid, how)
         else:
+            self._count_restart("crash")
             logger.error("Worker [%d] died unexpectedly (%s): starting a replacement",
                          worker.pid, how)
         self._maintain()
         self._advance()
         return True
+
+    def _count_restart(self, reason: str) -> None:
+        self.restarts[reason] = self.restarts.get(reason, 0) + 1
 
     def _boot_failed(self, worker: Worker, code: int, how: str) -> None:
         """A worker exited before it was ready: never respawn it blindly."""
@@ -781,10 +920,16 @@ class Supervisor:
             self._reload_all("reload")
 
 
-def _take_error(worker: Worker, line: bytes) -> None:
+def _take_report(worker: Worker, line: bytes) -> None:
+    """A worker's ``error`` (it could not load the app) or ``metrics`` (its counts) line."""
     if line.startswith(b"error "):
         with contextlib.suppress(ValueError):
             worker.error = json.loads(line[6:])
+    elif line.startswith(b"metrics "):
+        with contextlib.suppress(ValueError):
+            worker.metrics = json.loads(line[8:])
+        if worker.fresh is not None and not worker.fresh.done():
+            worker.fresh.set_result(None)
 
 
 def _kill(pid: int, sig: int) -> None:

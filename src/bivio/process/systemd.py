@@ -3,9 +3,11 @@
 **Socket activation** (``sd_listen_fds``): when ``$LISTEN_PID`` is this
 process and ``$LISTEN_FDS`` is at least 1, systemd (or
 ``systemd-socket-activate``) passed listening sockets from fd 3
-(``SD_LISTEN_FDS_START``) on. bivio then serves fd 3 as if ``--fd 3`` had been
-given, whatever address flags say (the socket unit is the deployment's word on
-where to listen), and removes the variables so that workers and the app's own
+(``SD_LISTEN_FDS_START``) on. bivio then serves every one of them (fd 3 as if
+``--fd 3`` had been given; ``LISTEN_FDS=2`` as ``--bind fd://3 --bind fd://4``),
+whatever address flags say (the socket unit is the deployment's word on where
+to listen: a unit with ``ListenStream=0.0.0.0:80`` and ``ListenStream=[::]:80``
+serves both), and removes the variables so that workers and the app's own
 children never take them for theirs.
 
 **Notifications** (``sd_notify``): datagrams to ``$NOTIFY_SOCKET`` (an
@@ -53,7 +55,7 @@ def listen_fds(environ: dict[str, str] | None = None, pid: int | None = None) ->
         try:
             os.set_inheritable(fd, False)
         except OSError:
-            pass  # not open: bind_socket says so
+            pass  # not open: bind_listeners says so
     return fds
 
 
@@ -76,28 +78,23 @@ def activate(config: Config, environ: dict[str, str] | None = None,
     """``config`` serving the socket systemd passed, when it passed one; else ``config``.
 
     Socket activation wins over ``--host/--port/--uds/--fd/--bind`` (logged as
-    a warning naming what is ignored). Several sockets: the first is served,
-    the others are closed and logged (bivio has one listener).
+    a warning naming what is ignored). Every socket passed is served: one as
+    ``--fd 3``, several as ``--bind fd://3 --bind fd://4 ...``.
     """
     fds = listen_fds(environ, pid)
     if not fds:
         return config
     ignored = _given_addresses(config)
+    served = f"fd {fds[0]}" if len(fds) == 1 else "fds " + ", ".join(str(fd) for fd in fds)
     if ignored:
-        logger.warning("systemd socket activation: serving fd %d; ignoring %s",
-                       LISTEN_FDS_START, ", ".join(ignored))
-    if len(fds) > 1:
-        logger.warning("systemd passed %d sockets: serving fd %d only, closing fds %s "
-                       "(bivio has one listener)", len(fds), fds[0],
-                       ", ".join(str(fd) for fd in fds[1:]))
-        for fd in fds[1:]:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-    elif not ignored:
-        logger.info("systemd socket activation: serving fd %d", LISTEN_FDS_START)
-    return dataclasses.replace(config, fd=fds[0], uds=None, bind=())
+        logger.warning("systemd socket activation: serving %s; ignoring %s", served,
+                       ", ".join(ignored))
+    else:
+        logger.info("systemd socket activation: serving %s", served)
+    if len(fds) == 1:
+        return dataclasses.replace(config, fd=fds[0], uds=None, bind=())
+    return dataclasses.replace(config, fd=None, uds=None,
+                               bind=tuple(f"fd://{fd}" for fd in fds))
 
 
 class Notifier:

@@ -27,6 +27,7 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
@@ -56,6 +57,8 @@ class LoopWatchdog:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._stalled_since: float | None = None  # the stamp of the stall logged
+        # --metrics: told how late each tick ran (the event-loop lag histogram).
+        self.on_lag: Callable[[float], None] | None = None
         self._stall_request = "-"
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -79,7 +82,10 @@ class LoopWatchdog:
     # -- on the loop
 
     def _tick(self) -> None:
-        self._stamp = time.monotonic()
+        now = time.monotonic()
+        if self.on_lag is not None and self._stamp:
+            self.on_lag(max(0.0, now - self._stamp - self.interval))
+        self._stamp = now
         assert self._loop is not None
         self._timer = self._loop.call_later(self.interval, self._tick)
 

@@ -19,10 +19,13 @@ slowly, never times out.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..core.logs import logger
 from ..core.stream import ClientDisconnected
+
+if TYPE_CHECKING:
+    from ..core.context import ServerContext
 
 # After an error answer: read and drop what the client still sends, at most this
 # long and this much, then close (the client's EOF closes at once).
@@ -40,6 +43,8 @@ class WriteFlow:
     _drain_waiters: list[asyncio.Future[None]]
     _send_timeout: float
     _send_timer: asyncio.TimerHandle | None
+    # Where a dropped slow reader is counted (the worker's context; metrics).
+    counts: ServerContext | None = None
 
     def _init_write_flow(self, send_timeout: float = 0.0) -> None:
         """``send_timeout``: drop the client after this long paused (--timeout-send; 0: never)."""
@@ -91,6 +96,8 @@ class WriteFlow:
     def _drop_slow_reader(self) -> None:
         """The client read nothing for ``--timeout-send`` seconds: abort the connection."""
         self.send_timed_out = True
+        if self.counts is not None:
+            self.counts.limit_hit("timeout-send")
         transport = self.transport
         logger.info("%s timed out reading the response (--timeout-send %g): connection dropped",
                     peer_name(transport), self._send_timeout)

@@ -59,11 +59,37 @@ SEND_SLICE = 256 * 1024
 _PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"  # HTTP/2 prior knowledge (RFC 9113 3.4)
 
 
+# The headers apply_proxy_headers reads: without any of them it changes nothing, so
+# it is called only when one is present (most requests, even from a trusted proxy's
+# address, such as the default 127.0.0.1, carry none).
+_PROXY_HEADERS = frozenset({b"x-forwarded-for", b"x-forwarded-proto", b"forwarded"})
+# The response fields _head treats apart (framing, connection, the defaults): any
+# other is copied as it is after one set lookup.
+_FRAMING_FIELDS = frozenset({b"content-length", b"connection", b"transfer-encoding",
+                             b"keep-alive", b"server", b"date"})
+# Encoded "content-length: N" lines of small bodies, filled as they are seen: the
+# bytes %-format is about as costly as the rest of the head (bounded: N < max).
+_LENGTH_LINES: dict[int, bytes] = {}
+_LENGTH_LINES_MAX = 4096
+# The common methods' names as str, decoded once (llhttp's methods are all ASCII).
+_METHODS = {m: m.decode("ascii") for m in (b"GET", b"HEAD", b"POST", b"PUT", b"DELETE",
+                                           b"OPTIONS", b"PATCH", b"CONNECT", b"TRACE")}
+# Every field on_headers_complete looks at (framing, host, upgrade, the proxy's).
+_HEAD_FIELDS = frozenset({b"host", b"expect", b"transfer-encoding", b"content-length",
+                          b"upgrade"}) | _PROXY_HEADERS
+
+
 def status_line(status: int) -> bytes:
     line = STATUS_LINES.get(status)
     if line is None:
         line = b"HTTP/1.1 %d \r\n" % status
     return line
+
+
+_LIMIT_OF_STATUS = {413: "limit-request-body", 414: "limit-request-line",
+                    431: "limit-request-fields"}
+"""What an error answer counts as in the metrics (``limit_hit``); anything else a
+parser refused is a malformed request."""
 
 
 class _Reject(Exception):
@@ -193,11 +219,15 @@ class H1Stream(StreamWaiters):
     def _head(self, known_length: int | None) -> bytes:
         """Encode the status line and headers and pick the body framing."""
         conn = self.conn
-        parts = [status_line(self._status)]
+        status = self._status
+        parts = [STATUS_LINES.get(status) or status_line(status)]
         append = parts.append
         defaults = conn.ctx.default_headers
         for name, value in self._resp_headers:
             lname = name.lower()
+            if lname not in _FRAMING_FIELDS:  # one set lookup for the usual field
+                append(name + b": " + value + b"\r\n")
+                continue
             if lname == b"content-length":
                 try:
                     self._length = int(value)
@@ -212,7 +242,6 @@ class H1Stream(StreamWaiters):
             elif lname == b"server" or lname == b"date":
                 defaults = _without(defaults, lname)
             append(name + b": " + value + b"\r\n")
-        status = self._status
         if self.head_only or status in NO_BODY_STATUS or status < 200:
             self._mode = 3
         elif self._length is not None:
@@ -222,7 +251,12 @@ class H1Stream(StreamWaiters):
         elif known_length is not None:
             self._length = known_length
             self._mode = 0
-            append(b"content-length: %d\r\n" % known_length)
+            line = _LENGTH_LINES.get(known_length)
+            if line is None:
+                line = b"content-length: %d\r\n" % known_length
+                if known_length < _LENGTH_LINES_MAX:
+                    _LENGTH_LINES[known_length] = line
+            append(line)
         elif self.http_version == "1.1":
             self._mode = 1
         else:
@@ -339,7 +373,8 @@ class H1Stream(StreamWaiters):
         if self._mode == 0 and self.sent < (self._length or 0):
             self.keep_alive = False  # the client would wait for the missing bytes
         self.response_complete = True
-        self._wake()
+        if self._waiters:  # _wake(), called only when someone waits (wait_closed, a reader)
+            self._wake()
         self.conn._response_done(self)
 
     def close_after_response(self) -> None:
@@ -396,6 +431,7 @@ class H1Connection(WriteFlow, asyncio.Protocol):
         self.tls: TLSInfo | None = None
         self.trusted_proxy = False
         self._init_write_flow(ctx.config.timeout_send)
+        self.counts = ctx
         self._reading_paused = False
         self._timer: asyncio.TimerHandle | None = None
         self._timer_when = 0.0  # when the pending handle fires
@@ -425,6 +461,11 @@ class H1Connection(WriteFlow, asyncio.Protocol):
         self._line_room = 0  # how much more of a head _line_parts may keep
         cfg = self.config
         self._line_cap = cfg.limit_request_line + 1024  # a request line fits in this
+        # The limits the parser callbacks check on every request (Config is frozen):
+        # read once here, not through two attribute lookups per header.
+        self._max_line = cfg.limit_request_line
+        self._max_fields = cfg.limit_request_fields
+        self._max_field_size = cfg.limit_request_field_size
         self._body_timeout = cfg.timeout_request_body
         self._head_limit = (cfg.limit_request_line + 2
                             + cfg.limit_request_fields * (cfg.limit_request_field_size + 4) + 2)
@@ -471,13 +512,22 @@ class H1Connection(WriteFlow, asyncio.Protocol):
         # A request body cut short by the EOF can never complete, though: close now,
         # so its handler sees the disconnect instead of waiting for the body forever.
         self._eof = True
-        if self._parsing is not None:
-            return None
+        broken = self._parsing
+        if broken is not None:
+            if broken is self._current or broken not in self._pending:
+                return None
+            # A later pipelined request cut short: it is dropped (never started, it has
+            # no handler to tell), but the complete requests before it are still owed
+            # their answers; the connection closes after the last (closing_after_current).
+            self._parsing = None
+            self._pending.remove(broken)
+            broken.disconnected = True
         if self._current is not None:
             self._current._wake()  # wait_closed(): http.disconnect for the app
         return True if self._current is not None else None
 
     def data_received(self, data: bytes) -> None:
+        self.ctx.received_bytes += len(data)
         if self._raw_left:
             self._raw_feed(data)
             return
@@ -511,6 +561,8 @@ class H1Connection(WriteFlow, asyncio.Protocol):
                 return
             # The head goes on in the next read: keep this part for the line check.
             if self._line_parts is None:
+                # The read in which this head began: its clock starts (once per head).
+                self._set_timer(self.config.timeout_request_header, self._on_header_timeout)
                 self._line_parts = [data]
                 self._line_room = self._line_cap - len(data)
             elif self._line_room > 0:
@@ -554,31 +606,36 @@ class H1Connection(WriteFlow, asyncio.Protocol):
     # -- httptools callbacks ------------------------------------------------------------
 
     def on_message_begin(self) -> None:
+        # The header clock starts only if the head does not end in this read (see the
+        # end of data_received): almost every head arrives whole, and then arming the
+        # clock here only for on_headers_complete to stop it is wasted work.
         self._url = b""
         self._headers = []
         self._in_head = True
-        self._set_timer(self.config.timeout_request_header, self._on_header_timeout)
 
     def on_url(self, url: bytes) -> None:
         self._url += url
-        if len(self._url) > self.config.limit_request_line:
+        if len(self._url) > self._max_line:
             raise _Reject(414, "Request-URI too long")
 
     def on_header(self, name: bytes, value: bytes) -> None:
         headers = self._headers
-        if len(headers) >= self.config.limit_request_fields:
+        if len(headers) >= self._max_fields:
             raise _Reject(431, "Too many header fields")
-        if len(name) + len(value) > self.config.limit_request_field_size:
+        if len(name) + len(value) > self._max_field_size:
             raise _Reject(431, "Request header field too large")
         headers.append((name.lower(), value))
 
     def on_headers_complete(self) -> None:
         self._in_head = False
         self._head_bytes = 0
-        self._cancel_timer()
+        self._timer_cb = None  # _cancel_timer(), inline: the header clock stops
+        if self._closed:
+            self._cancel_timer()
         parser = self.parser
         version = parser.get_http_version()
-        method = parser.get_method().decode("ascii")
+        raw_method = parser.get_method()
+        method = _METHODS.get(raw_method) or raw_method.decode("ascii")
         target = self._url
         # llhttp also accepts RTSP/x.y and ICE/x.y request lines and reports their
         # version as HTTP's; it does not expose the protocol name, so look at the
@@ -593,7 +650,10 @@ class H1Connection(WriteFlow, asyncio.Protocol):
         upgrade = None
         transfer_codings = None
         content_length = None
+        proxy_headers = False
         for name, value in headers:
+            if name not in _HEAD_FIELDS:
+                continue  # one set lookup for the many fields framing does not look at
             if name == b"host":
                 host_count += 1
             elif name == b"expect":
@@ -605,6 +665,8 @@ class H1Connection(WriteFlow, asyncio.Protocol):
                 content_length = int(value)
             elif name == b"upgrade":
                 upgrade = value
+            elif name in _PROXY_HEADERS:
+                proxy_headers = True
         if version != "1.1" and version != "1.0":
             # llhttp also accepts 0.9 ("GET /") and 2.0; neither is HTTP/1.x framing.
             raise _Reject(505, "HTTP Version Not Supported")
@@ -635,7 +697,7 @@ class H1Connection(WriteFlow, asyncio.Protocol):
                 stream.upgrade = "websocket"
             elif b"h2c" in kind and self._h2c_allowed(stream):
                 return  # switched once the parser stops at the upgrade (_on_upgrade)
-        if self.trusted_proxy:
+        if proxy_headers and self.trusted_proxy:
             apply_proxy_headers(stream, self.config)
         self._parsing = stream
         if self._current is None:
@@ -671,7 +733,8 @@ class H1Connection(WriteFlow, asyncio.Protocol):
             return
         self._parsing = None
         stream.body_complete = True
-        stream._wake()
+        if stream._waiters:  # _wake() only when a reader waits (rarely: the body came whole)
+            stream._wake()
         if stream.response_complete and stream is self._current:
             self._next_request(stream)
 
@@ -681,6 +744,7 @@ class H1Connection(WriteFlow, asyncio.Protocol):
         self._current = stream
         self._served = True
         if self.ctx.over_capacity():
+            self.ctx.limit_hit("limit-concurrency")
             self._reply_error(stream, 503, "Service Unavailable")
             return
         self.ctx.start_handler(stream)
@@ -699,7 +763,8 @@ class H1Connection(WriteFlow, asyncio.Protocol):
     def _record(self, stream: H1Stream, status: int, sent: int, protocol: str = PROTOCOL) -> None:
         self.ctx.record(stream.client, stream.method, stream.target.decode("latin-1"),
                         stream.http_version, status, sent,
-                        time.monotonic() - stream._started_at, protocol, stream.interface)
+                        time.monotonic() - stream._started_at, protocol, stream.interface,
+                        stream.headers)
 
     def _next_request(self, stream: H1Stream) -> None:
         """The current response is complete: close, or move on to the next request."""
@@ -731,7 +796,8 @@ class H1Connection(WriteFlow, asyncio.Protocol):
         if self.ctx.intake_paused and self.is_idle():
             self.pause_intake()
             return
-        self._resume_reading()
+        if self._reading_paused:
+            self._resume_reading()
         if self._parsing is None and not self._in_head:
             self._set_timer(self.config.timeout_keep_alive, self._on_idle_timeout)
 
@@ -752,6 +818,7 @@ class H1Connection(WriteFlow, asyncio.Protocol):
         ctx = self.ctx
         ctx.connections.discard(self)
         ctx.connections.add(ws)  # graceful shutdown closes it with 1012
+        ws.counts = ctx  # its bytes count as received from now on (metrics)
         ws.on_lost = ctx.connections.discard
         self._hand_over_write_flow(ws)  # a full buffer stays paused, on the WebSocket's clock
         self.transport.set_protocol(ws)
@@ -868,6 +935,8 @@ class H1Connection(WriteFlow, asyncio.Protocol):
 
     def _fail(self, status: int, reason: str) -> None:
         """The connection can no longer be trusted: answer what is valid, then the error."""
+        if status != 408:  # the timeouts count themselves: they know which one it was
+            self.ctx.limit_hit(_LIMIT_OF_STATUS.get(status, "malformed-request"))
         self._pause_reading()
         self._cancel_timer()
         broken = self._parsing
@@ -953,6 +1022,7 @@ class H1Connection(WriteFlow, asyncio.Protocol):
     def _on_header_timeout(self) -> None:
         self._timer = None
         if self._in_head:
+            self.ctx.limit_hit("timeout-request-header")
             logger.info("%s timed out sending the request head (--timeout-request-header %g): "
                         "408", peer_name(self.transport), self.config.timeout_request_header)
             self._fail(408, "Request header timeout")
@@ -975,6 +1045,7 @@ class H1Connection(WriteFlow, asyncio.Protocol):
         if stream is None or self._reading_paused or self._closed:
             return  # the clock does not run while bivio itself is not reading
         answer = "connection closed" if stream.response_started else "408"
+        self.ctx.limit_hit("timeout-request-body")
         logger.info("%s timed out sending the request body (--timeout-request-body %g): %s",
                     peer_name(self.transport), self._body_timeout, answer)
         self._fail(408, "Request body timeout")

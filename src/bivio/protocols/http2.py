@@ -493,6 +493,7 @@ class H2Connection(WriteFlow, asyncio.Protocol):
         self.tls: TLSInfo | None = None
         self.trusted_proxy = False
         self._init_write_flow(cfg.timeout_send)
+        self.counts = self.ctx
         conn = self.h2 = h2.connection.H2Connection(config=_CONFIG)
         conn.local_settings = h2.settings.Settings(client=False, initial_values={
             _S.MAX_CONCURRENT_STREAMS: cfg.h2_max_concurrent_streams,
@@ -623,6 +624,7 @@ class H2Connection(WriteFlow, asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._closed:
             return
+        self.ctx.received_bytes += len(data)
         try:
             events = self.h2.receive_data(data)
         except h2.exceptions.ProtocolError as exc:
@@ -802,6 +804,7 @@ class H2Connection(WriteFlow, asyncio.Protocol):
 
     def _start(self, stream: H2Stream) -> None:
         if self.ctx.over_capacity():  # --limit-concurrency: answered, never counted
+            self.ctx.limit_hit("limit-concurrency")
             self._reply_error(stream, 503, "Service Unavailable")
             return
         self._running += 1
@@ -866,6 +869,7 @@ class H2Connection(WriteFlow, asyncio.Protocol):
         if limit and stream.received > limit and stream.upgrade is None:
             logger.info("%s: HTTP/2 request body larger than --limit-request-body: 413",
                         peer_name(self.transport))
+            self.ctx.limit_hit("limit-request-body")
             self.h2.acknowledge_received_data(length, sid)
             self._give_up(stream, 413, "Request body too large")
             return
@@ -920,7 +924,7 @@ class H2Connection(WriteFlow, asyncio.Protocol):
         if not stream.response_complete:
             self._early_resets += 1
             if self._early_resets > self._completed + self.config.h2_max_reset_streams:
-                self._calm("rapid reset (--h2-max-reset-streams)")
+                self._calm("rapid reset (--h2-max-reset-streams)", "h2-max-reset-streams")
                 return
         self._lose(stream)
         self._forget(stream)
@@ -1055,7 +1059,8 @@ class H2Connection(WriteFlow, asyncio.Protocol):
         if self.ctx.response_hooks:
             self.ctx.record(stream.client, stream.method, stream.target.decode("latin-1"),
                             "2", stream._status, stream.sent,
-                            time.monotonic() - stream._started_at, PROTOCOL, stream.interface)
+                            time.monotonic() - stream._started_at, PROTOCOL, stream.interface,
+                            stream.headers)
         if self._queued and self.config.limit_concurrency is not None:
             # The handler's task still counts against --limit-concurrency until it
             # returns: starting the queued streams now would answer them 503.
@@ -1110,7 +1115,7 @@ class H2Connection(WriteFlow, asyncio.Protocol):
         if self.ctx.response_hooks:
             self.ctx.record(stream.client, stream.method, stream.target.decode("latin-1"),
                             "2", 200, 0, time.monotonic() - stream._started_at, "websocket",
-                            stream.interface)
+                            stream.interface, stream.headers)
         leftover = b"".join(stream._body)
         stream._body = []
         return leftover
@@ -1130,12 +1135,14 @@ class H2Connection(WriteFlow, asyncio.Protocol):
         """One frame that carried no request: a flood credit (see the module docstring)."""
         self._flood += 1
         if self._flood > self.config.h2_max_control_frames:
-            self._calm("flood of control frames (--h2-max-control-frames)")
+            self._calm("flood of control frames (--h2-max-control-frames)",
+                       "h2-max-control-frames")
 
-    def _calm(self, reason: str) -> None:
+    def _calm(self, reason: str, flag: str) -> None:
         """End the connection with GOAWAY ENHANCE_YOUR_CALM: it crossed an attack limit."""
         if self._closed:
             return
+        self.ctx.limit_hit(flag)
         logger.info("%s: HTTP/2 %s: GOAWAY ENHANCE_YOUR_CALM", peer_name(self.transport), reason)
         try:
             self.h2.close_connection(ErrorCodes.ENHANCE_YOUR_CALM)
@@ -1204,6 +1211,7 @@ class H2Connection(WriteFlow, asyncio.Protocol):
                     if now - self._ping_sent_at >= cfg.h2_ping_timeout:
                         logger.info("%s: HTTP/2 PING unanswered for %g s: connection closed",
                                     peer_name(self.transport), cfg.h2_ping_timeout)
+                        self.ctx.limit_hit("h2-ping-timeout")
                         self._close()
                         return
                 elif now - self._ping_acked_at >= interval:
@@ -1226,6 +1234,7 @@ class H2Connection(WriteFlow, asyncio.Protocol):
                     logger.info("%s: HTTP/2 stream %d sent no body for --timeout-request-body "
                                 "%g s: %s", peer_name(self.transport), stream.stream_id,
                                 body_timeout, "reset" if stream.response_started else "408")
+                    self.ctx.limit_hit("timeout-request-body")
                     self._give_up(stream, 408, "Request body timeout")
                     continue
             deadline = stream._send_deadline
@@ -1233,12 +1242,18 @@ class H2Connection(WriteFlow, asyncio.Protocol):
                 logger.info("%s: HTTP/2 stream %d: the client opened no window for "
                             "--timeout-send %g s: stream reset", peer_name(self.transport),
                             stream.stream_id, self.config.timeout_send)
+                self.ctx.limit_hit("timeout-send")
                 self._reset(stream, ErrorCodes.CANCEL)
 
     # -- the worker's view -------------------------------------------------------------
 
     def is_idle(self) -> bool:
         return not self.streams and not self._queued
+
+    @property
+    def open_websockets(self) -> int:
+        """WebSocket sessions (RFC 8441) running on this connection now (for the metrics)."""
+        return len(self._channels)
 
     @property
     def awaiting_first_request(self) -> bool:

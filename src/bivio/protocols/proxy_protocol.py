@@ -179,6 +179,7 @@ class ProxyProtocolFront(asyncio.Protocol):
         if not self.ctx.config.is_allowed_proxy(host):
             logger.info("PROXY protocol: closing the connection from %s, which is not in "
                         "--forwarded-allow-ips", self.peer)
+            self.ctx.limit_hit("proxy-protocol")
             transport.abort()  # type: ignore[attr-defined]
             return
         self.ctx.connections.add(self)
@@ -192,6 +193,7 @@ class ProxyProtocolFront(asyncio.Protocol):
             parsed = parse_header(buffer, self.mode)
         except ProxyHeaderError as exc:
             logger.info("PROXY protocol: closing the connection from %s: %s", self.peer, exc)
+            self.ctx.limit_hit("proxy-protocol")
             self._close()
             return
         if parsed is None:

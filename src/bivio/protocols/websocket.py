@@ -63,6 +63,7 @@ from .flow import WriteFlow
 
 if TYPE_CHECKING:
     from ..core.config import Config
+    from ..core.context import ServerContext
 
 # The handshake headers the protocol sets; an app's own values for them are dropped.
 _HANDSHAKE_HEADERS = frozenset({b"sec-websocket-protocol", b"sec-websocket-extensions",
@@ -159,6 +160,9 @@ class WebSocket(WriteFlow, asyncio.Protocol):
         self._on_accept = on_accept
         # Set by the channel's owner on accept: told once the channel is gone.
         self.on_lost: Callable[[WebSocket], None] | None = None
+        # The worker's context when this session owns a socket (HTTP/1.1): its bytes
+        # are counted there. Over HTTP/2 the connection already counted them.
+        self.counts: ServerContext | None = None
         self._ping_interval = config.ws_ping_interval
         self._queue_high = config.ws_max_queue  # --ws-max-queue, as websockets' max_queue
         self._queue_low = config.ws_max_queue // 4
@@ -241,6 +245,8 @@ class WebSocket(WriteFlow, asyncio.Protocol):
     # -- asyncio.Protocol (after the switch) -----------------------------------------------
 
     def data_received(self, data: bytes) -> None:
+        if self.counts is not None:
+            self.counts.received_bytes += len(data)
         proto = self._proto
         proto.receive_data(data)
         for frame in proto.events_received():
