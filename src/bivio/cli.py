@@ -80,7 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "Every flag can also be set as BIVIO_<FLAG> in the environment "
                     "(e.g. BIVIO_PORT=8001, BIVIO_ACCESS_LOG=false). uvicorn's flags "
                     "and gunicorn's everyday ones (-w, -b/--bind, --access-logfile, "
-                    "--error-logfile, --pid) are accepted.",
+                    "--error-logfile, --pid) are accepted. WSGI, ASGI or hybrid for your "
+                    "project? Measure it: bivio compare --help.",
     )
     parser.add_argument("app", metavar="MODULE:ATTR", nargs="?", default=None,
                         help="the application, e.g. myproject.asgi:application (with "

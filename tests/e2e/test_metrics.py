@@ -27,13 +27,16 @@ import pytest
 from conftest import ROOT, Running, fill_placeholders, free_port, start_bivio, wait_until
 from prometheus_client.parser import text_string_to_metric_families
 
-APPS = ["--app-dir", str(ROOT / "tests" / "apps")]
+# Imported from the project's root: with --app-dir tests/apps, the test app
+# tests/apps/h2.py would stand in for the h2 package.
+ASGI_APP = "tests.apps.metrics_app:app"
+WSGI_APP = "tests.apps.metrics_app:wsgi"
 METRICS_AT = re.compile(r"Metrics on (http://\S+/metrics)")
 PROMETHEUS = shutil.which("prometheus")
 
 
 def start(*args: str) -> tuple[Running, str]:
-    running = start_bivio(*APPS, "--metrics", "127.0.0.1:0", "--no-access-log", *args)
+    running = start_bivio("--metrics", "127.0.0.1:0", "--no-access-log", *args)
     match = METRICS_AT.search(running.output)
     assert match, running.output
     url = match.group(1)
@@ -84,7 +87,7 @@ def known_load(port: int) -> None:
 
 
 def test_counts_the_known_load_over_two_workers() -> None:
-    running, url = start("metrics_app:app", "--workers", "2", "--limit-request-fields", "10")
+    running, url = start(ASGI_APP, "--workers", "2", "--limit-request-fields", "10")
     try:
         known_load(running.port)
         samples = scrape(url)
@@ -112,10 +115,30 @@ def test_counts_the_known_load_over_two_workers() -> None:
         running.stop()
 
 
+def test_http2_and_static_files_are_counted_apart(tmp_path: Path) -> None:
+    (tmp_path / "hello.txt").write_text("hello")
+    running, url = start(ASGI_APP, "--static", f"/files/={tmp_path}")
+    try:
+        with httpx.Client(http1=False, http2=True, base_url=f"http://127.0.0.1:{running.port}",
+                          timeout=10) as client:  # h2c with prior knowledge
+            for _ in range(4):
+                assert client.get("/").http_version == "HTTP/2"
+            assert client.get("/missing").status_code == 404
+        assert get(running.port, "/files/hello.txt").endswith(b"hello")
+        samples = scrape(url)
+        assert total(samples, "bivio_requests_total", protocol="h2", interface="asgi") == 5
+        assert total(samples, "bivio_requests_total", protocol="h2", status_class="4xx") == 1
+        assert total(samples, "bivio_requests_total", protocol="http/1.1",
+                     interface="static", status_class="2xx") == 1
+        assert total(samples, "bivio_request_duration_seconds_count", protocol="h2") == 5
+    finally:
+        running.stop()
+
+
 def test_open_connections_and_websockets_are_gauges() -> None:
     from websockets.sync.client import connect
 
-    running, url = start("metrics_app:app")
+    running, url = start(ASGI_APP)
     socks = []
     try:
         for _ in range(3):
@@ -139,7 +162,7 @@ def test_open_connections_and_websockets_are_gauges() -> None:
 
 
 def test_a_killed_worker_leaves_the_totals_whole_and_counts_a_crash() -> None:
-    running, url = start("metrics_app:app", "--workers", "2")
+    running, url = start(ASGI_APP, "--workers", "2")
     try:
         pids = {int(get(running.port).split(b"\r\n\r\n", 1)[1]) for _ in range(20)}
         for _ in range(10):
@@ -160,7 +183,7 @@ def test_a_killed_worker_leaves_the_totals_whole_and_counts_a_crash() -> None:
 
 
 def test_a_recycled_worker_reports_its_last_counts() -> None:
-    running, url = start("metrics_app:app", "--limit-max-requests", "5")
+    running, url = start(ASGI_APP, "--limit-max-requests", "5")
     try:
         first = get(running.port).split(b"\r\n\r\n", 1)[1]
         for _ in range(7):
@@ -174,7 +197,7 @@ def test_a_recycled_worker_reports_its_last_counts() -> None:
 
 
 def test_busy_wsgi_threads_and_paused_intake(tmp_path: Path) -> None:
-    running, url = start("metrics_app:wsgi", "--threads", "1")
+    running, url = start(WSGI_APP, "--threads", "1")
     gate = tmp_path / "release"
     held = threading.Thread(target=get, args=(running.port, f"/hold?{gate}"), daemon=True)
     waiting = threading.Thread(target=get, args=(running.port, "/"), daemon=True)
@@ -196,7 +219,7 @@ def test_busy_wsgi_threads_and_paused_intake(tmp_path: Path) -> None:
 
 
 def test_a_blocked_loop_shows_as_a_stall_and_as_lag() -> None:
-    running, url = start("metrics_app:app", "--loop-warn", "0.1")
+    running, url = start(ASGI_APP, "--loop-warn", "0.1")
     try:
         assert get(running.port, "/block?0.6").startswith(b"HTTP/1.1 200")
         assert wait_until(lambda: total(scrape(url), "bivio_event_loop_stalls_total") >= 1)
@@ -215,7 +238,7 @@ def test_metrics_port_taken_is_one_line_and_nothing_serves() -> None:
         port = taken.getsockname()[1]
         app_port = free_port()
         proc = subprocess.run(
-            [sys.executable, "-m", "bivio", *APPS, "metrics_app:app", "--port", str(app_port),
+            [sys.executable, "-m", "bivio", ASGI_APP, "--port", str(app_port),
              "--metrics", f"127.0.0.1:{port}"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1
     assert f"could not bind --metrics 127.0.0.1:{port}" in proc.stderr + proc.stdout
@@ -228,9 +251,9 @@ def test_metrics_port_taken_is_one_line_and_nothing_serves() -> None:
 @pytest.mark.parametrize("value", ["9100", "127.0.0.1", "[::1]", "unix:/tmp/m.sock",
                                    "127.0.0.1:http"])
 def test_a_bad_metrics_address_is_a_usage_error(value: str) -> None:
-    proc = subprocess.run([sys.executable, "-m", "bivio", "metrics_app:app",
+    proc = subprocess.run([sys.executable, "-m", "bivio", ASGI_APP,
                            "--metrics", value], capture_output=True, text=True, timeout=60,
-                          cwd=ROOT / "tests" / "apps")
+                          cwd=ROOT)
     assert proc.returncode == 2
     assert "--metrics" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
@@ -250,7 +273,7 @@ def documented_config() -> str:
 @pytest.mark.skipif(PROMETHEUS is None, reason="prometheus is not installed (Debian: apt-get "
                     "install prometheus; scripts/system-deps.sh installs it when run as root)")
 def test_prometheus_scrapes_the_documented_config() -> None:
-    running, url = start("metrics_app:app", "--workers", "2", "--limit-request-fields", "10")
+    running, url = start(ASGI_APP, "--workers", "2", "--limit-request-fields", "10")
     target = url.removeprefix("http://").removesuffix("/metrics")
     web = free_port()
     with tempfile.TemporaryDirectory() as tmp:

@@ -261,7 +261,7 @@ def html_page(result: Comparison, verdict: Verdict | None) -> str:
 <p>The same application was served three ways by bivio {e(__version__)}, one after the other
 on this machine ({os.cpu_count()} CPU cores, Python {e(platform.python_version())}, {when}),
 each on a fresh server after a warm-up. A built-in load generator sent GET requests over
-keep-alive connections for {setup.duration:g} s per measurement, with 1 connection and with
+keep-alive connections for {setup.duration:.2g} s per measurement, with 1 connection and with
 more at once (<i>concurrency</i>). Before measuring, every mode's answer to every path was checked
 against the others: a mode that answers differently is reported as failing, not measured.</p>
 <ul>{modes_explained}</ul>

@@ -51,6 +51,7 @@ reaches only the parent, which then stops them in order.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import dataclasses
 import faulthandler
@@ -424,6 +425,7 @@ class Supervisor:
         self.totals = Totals()
         self.restarts: dict[str, int] = {}
         self.metrics_server: Any = None
+        self._figures: dict[str, Any] = aggregate(self.totals, [], {})  # the last scrape's
 
     # -- running ---------------------------------------------------------------------------
 
@@ -462,8 +464,12 @@ class Supervisor:
 
     def _gather_for_scrape(self) -> dict[str, Any]:
         """From the scrape's thread: the figures, gathered on the loop (see :meth:`_gather`)."""
-        future = asyncio.run_coroutine_threadsafe(self._gather(), self.loop)
-        return future.result(SCRAPE_WAIT + 5.0)
+        try:
+            future = asyncio.run_coroutine_threadsafe(self._gather(), self.loop)
+            self._figures = future.result(SCRAPE_WAIT + 5.0)
+        except (RuntimeError, TimeoutError, concurrent.futures.TimeoutError):
+            pass  # the loop is gone (shutting down) or stuck: the last figures will do
+        return self._figures
 
     async def _gather(self) -> dict[str, Any]:
         """Ask every live worker for fresh counts, wait a moment for them, and sum."""
