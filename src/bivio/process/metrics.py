@@ -254,14 +254,10 @@ class Exposition:
         for key, dump in sorted(data["durations"].items()):
             family.add_metric(list(key), _buckets(DURATION_BUCKETS, dump), dump[-1])
         yield family
-        family = CounterMetricFamily("bivio_received_bytes",
-                                     "Bytes read from clients (after TLS), every protocol.")
-        family.add_metric([], data["received_bytes"])
-        yield family
-        family = CounterMetricFamily("bivio_response_body_bytes",
-                                     "Bytes of response bodies sent.")
-        family.add_metric([], data["response_body_bytes"])
-        yield family
+        yield CounterMetricFamily("bivio_received_bytes", "Bytes read from clients (after "
+                                  "TLS), every protocol.", value=data["received_bytes"])
+        yield CounterMetricFamily("bivio_response_body_bytes", "Bytes of response bodies sent.",
+                                  value=data["response_body_bytes"])
         family = GaugeMetricFamily("bivio_open_connections",
                                    "Client connections open now, by protocol.",
                                    labels=["protocol"])
@@ -293,22 +289,19 @@ class Exposition:
         yield GaugeMetricFamily("bivio_wsgi_threads_busy",
                                 "WSGI threads running an application now.",
                                 value=data["threads_busy"])
-        family = CounterMetricFamily(
+        yield CounterMetricFamily(
             "bivio_intake_paused_seconds", "Time workers stopped taking new requests "
-            "because every WSGI thread was busy.")
-        family.add_metric([], data["intake_paused_seconds"])
-        yield family
+            "because every WSGI thread was busy.", value=data["intake_paused_seconds"])
         family = HistogramMetricFamily(
             "bivio_event_loop_lag_seconds", "How late the workers' event loops ran a timer "
-            "(sampled with each heartbeat).")
+            "(the --loop-warn watchdog's, else the heartbeat's).")
         lag = data["loop_lag"]
         if lag is not None:
             family.add_metric([], _buckets(LAG_BUCKETS, lag), lag[-1])
             yield family
-        family = CounterMetricFamily("bivio_event_loop_stalls",
-                                     "Event-loop stalls longer than --loop-warn.")
-        family.add_metric([], data["loop_stalls"])
-        yield family
+        yield CounterMetricFamily("bivio_event_loop_stalls",
+                                  "Event-loop stalls longer than --loop-warn.",
+                                  value=data["loop_stalls"])
         memory = GaugeMetricFamily("bivio_worker_resident_memory_bytes",
                                    "Resident memory of each worker.", labels=["worker"])
         cpu = CounterMetricFamily("bivio_worker_cpu_seconds",
