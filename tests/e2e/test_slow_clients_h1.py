@@ -189,3 +189,18 @@ def test_slowhttptest_slow_body_against_a_wsgi_worker(serve):
                             body=WSGI_HELLO)
     assert probes and all(probes), f"normal requests failed during the attack: {probes}\n{output}"
     assert served(server, WSGI_HELLO)
+
+
+@needs_slowhttptest
+def test_slowhttptest_slow_read_against_a_wsgi_worker(serve):
+    """Slow read against 2 threads: 50 clients that read 32 bytes every 5 s of a 4 MiB
+    generator response. Their responses are spooled (or wait on the loop), never holding
+    a thread, and the 2 s send timeout drops them: every probe is served."""
+    server = serve(WSGI_APP, "--threads", "2", "--timeout-send", "2")
+    probes, output = attack(server, "-X", "-u",
+                            f"http://127.0.0.1:{server.port}/big-gen?mb=4",
+                            "-c", "50", "-r", "50", "-w", "512", "-y", "1024", "-n", "5",
+                            "-z", "32", "-k", "1", body=WSGI_HELLO)
+    assert probes and all(probes), f"normal requests failed during the attack: {probes}\n{output}"
+    assert "timed out reading the response" in server.output, output
+    assert served(server, WSGI_HELLO)
