@@ -17,10 +17,12 @@ from typing import Any
 import pytest
 from fakes import FakeStream
 
+from bivio.adapters import wsgi
 from bivio.adapters.wsgi import (
     _DATA,
     _END,
     _START,
+    _WHOLE,
     HIGH_WATER,
     LOW_WATER,
     WSGIHandler,
@@ -602,3 +604,265 @@ def test_no_body_gives_an_empty_wsgi_input_without_reading(http_version: str):
     assert seen["input"] == "WSGIInput"
     assert stream.reads == 0  # the loop was never asked for a body
     assert stream.status == 200
+
+
+# -- one hand-off for a whole small response -------------------------------------------------
+
+
+class CountingExchange(_Exchange):
+    """An exchange that records the items of each post and finish, to count hand-offs."""
+
+    __slots__ = ("posts",)
+
+    def post(self, *items: tuple[Any, ...], size: int = 0) -> None:
+        self.posts.append([item[0] for item in items])
+        super().post(*items, size=size)
+
+    def finish(self, *items: tuple[Any, ...], final: bool = False, size: int = 0) -> None:
+        self.posts.append([item[0] for item in items])
+        super().finish(*items, final=final, size=size)
+
+
+def _count_posts(monkeypatch: pytest.MonkeyPatch) -> list[list[list[int]]]:
+    """Make the handler use CountingExchange; returns the posts of each exchange made."""
+    made: list[list[list[int]]] = []
+
+    def exchange(*args: Any, **kwargs: Any) -> CountingExchange:
+        ex = CountingExchange(*args, **kwargs)
+        ex.posts = []
+        made.append(ex.posts)
+        return ex
+
+    monkeypatch.setattr(wsgi, "_Exchange", exchange)
+    return made
+
+
+class ListResponse:
+    """Django's HttpResponse as WSGI sees it: iterating it iterates its own list."""
+
+    def __init__(self, items: list[bytes]) -> None:
+        self.items = items
+        self.closed = threading.Event()
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self.items)
+
+    def close(self) -> None:
+        self.closed.set()
+
+
+@pytest.mark.parametrize("shape", ["list", "tuple", "list-iterator"])
+def test_a_small_complete_response_is_one_post_and_one_final_send(
+        shape: str, monkeypatch: pytest.MonkeyPatch):
+    made = _count_posts(monkeypatch)
+    response = ListResponse([b"hel", b"lo"])
+
+    def app(environ: dict[str, Any], start_response: Any) -> Any:
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        if shape == "list":
+            return [b"hel", b"lo"]
+        if shape == "tuple":
+            return (b"hel", b"lo")
+        return response
+
+    stream = RecordingStream()
+    serve_one(app, stream)
+    if shape == "list-iterator":
+        # close() (the app's code) runs between the response and the end.
+        assert made == [[[_WHOLE], [_END]]]
+    else:  # nothing runs after it: the response goes with the end, one hand-off
+        assert made == [[[_WHOLE, _END]]]
+    assert stream.status == 200
+    assert stream.sends == [(b"hello", False)]  # the stream knows the body's length
+    assert stream.response_complete and not stream.aborted
+    if shape == "list-iterator":
+        assert response.closed.is_set()  # close() still called
+
+
+def test_a_generator_still_goes_out_as_it_is_produced(monkeypatch: pytest.MonkeyPatch):
+    made = _count_posts(monkeypatch)
+
+    def app(environ: dict[str, Any], start_response: Any) -> Iterator[bytes]:
+        start_response("200 OK", [])
+        yield b"first"
+        yield b"second"
+
+    stream = RecordingStream()
+    serve_one(app, stream)
+    assert made[0][0] == [_START, _DATA]  # a generator's items are not held back
+    assert bytes(stream.body) == b"firstsecond"
+    assert stream.response_complete
+
+
+def test_a_list_iterator_with_a_bad_item_answers_500(errors: Any):
+    def app(environ: dict[str, Any], start_response: Any) -> Any:
+        start_response("200 OK", [])
+        return ListResponse([b"ok", "not bytes"])  # type: ignore[list-item]
+
+    stream = RecordingStream()
+    serve_one(app, stream)
+    assert stream.status == 500  # nothing went out before the bad item was seen
+    assert any("sent str, not bytes" in r.getMessage() for r in errors())
+
+
+def test_the_pump_waits_on_a_waiter_set_before_the_thread_starts():
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        stream = RecordingStream()
+        exchange = _Exchange(loop, stream)
+        exchange.waiter = first = loop.create_future()
+        pump = asyncio.create_task(exchange.pump(first))
+        await asyncio.sleep(0)
+        assert not pump.done()
+
+        def app() -> None:
+            exchange.post((_WHOLE, 200, [], False, b"done"), size=4)
+            exchange.finish((_END,), final=True)
+
+        thread = AppThread(app)
+        await asyncio.wait_for(pump, LONG)
+        await thread.wait()
+        assert thread.error is None
+        assert stream.sends == [(b"done", False)]
+        exchange.end_pump()
+        assert exchange.pending == 0 and exchange.pump_done
+
+    asyncio.run(main())
+
+
+def test_whole_after_a_disconnect_sends_nothing():
+    async def main() -> None:
+        stream = RecordingStream()
+        exchange = _Exchange(asyncio.get_running_loop(), stream)
+        exchange.items.extend([(_WHOLE, 200, [], False, b"late"), (_END,)])
+        exchange.pending = 4
+        stream.disconnect()
+        await asyncio.wait_for(exchange.pump(), LONG)
+        assert stream.sends == []
+        assert exchange.pending == 0
+
+    asyncio.run(main())
+
+
+# -- start_response and environ: the caches never change an answer --------------------------
+
+
+def _start(headers: list[tuple[str, str]], status: str = "200 OK") -> Any:
+    call = wsgi._Call(WSGIHandler(hello, Config(threads=1)), FakeStream(), None)  # type: ignore[arg-type]
+    call.start_response(status, headers)
+    return call
+
+
+def test_a_cached_content_length_is_still_read_as_the_length():
+    for _ in range(3):  # the first call fills the cache, the next ones hit it
+        call = _start([("Content-Length", "12"), ("X-A", "b")])
+        assert call.content_length == 12
+        assert call.headers == [(b"content-length", b"12"), (b"x-a", b"b")]
+    other = _start([("X-A", "b")])
+    assert other.content_length is None
+
+
+def test_a_cached_status_line_gives_the_same_code_and_bad_ones_still_fail():
+    assert _start([], "404 Not Found").status == 404
+    assert _start([], "404 Not Found").status == 404
+
+    class Status(str):
+        pass
+
+    assert _start([], Status("201 Created")).status == 201
+    for bad in ("99 Low", "200OK", "abc", b"200 OK", 200):
+        with pytest.raises(wsgi.WSGIError):
+            _start([], bad)  # type: ignore[arg-type]
+        with pytest.raises(wsgi.WSGIError):
+            _start([], bad)  # type: ignore[arg-type]  # twice: nothing was cached
+
+
+def test_header_names_with_underscores_stay_dropped_once_other_names_are_cached():
+    handler = WSGIHandler(hello, Config(threads=1))
+    headers = [(b"x-auth-user", b"real"), (b"x-auth_user", b"spoof"),
+               (b"content-type", b"text/plain"), (b"content-length", b"3")]
+    for _ in range(2):
+        env = handler.environ(FakeStream("POST", b"/caf%C3%A9", headers=headers, body=b"abc"))
+        assert env["HTTP_X_AUTH_USER"] == "real"
+        assert env["CONTENT_TYPE"] == "text/plain" and env["CONTENT_LENGTH"] == "3"
+        assert env["PATH_INFO"] == "/caf\u00c3\u00a9"
+        assert env["SERVER_PROTOCOL"] == "HTTP/1.1" and env["SERVER_PORT"] == "8000"
+        assert env["wsgi.errors"] is not handler.environ(FakeStream())["wsgi.errors"]
+
+
+# -- requests in line for a thread ------------------------------------------------------------
+
+
+def test_requests_in_line_start_in_order_on_the_thread_that_frees():
+    gate = threading.Event()
+    order: list[str] = []
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        order.append(environ["PATH_INFO"])
+        if environ["PATH_INFO"] == "/first":
+            gate.wait(LONG)
+        start_response("200 OK", [])
+        return [environ["PATH_INFO"].encode()]
+
+    handler = WSGIHandler(app, Config(threads=1))
+
+    async def main() -> None:
+        streams = [RecordingStream(path=f"/{name}".encode())
+                   for name in ("first", "second", "third")]
+        tasks = [asyncio.create_task(handler(streams[0]))]
+        while not order:
+            await asyncio.sleep(0)
+        tasks += [asyncio.create_task(handler(s)) for s in streams[1:]]
+        while len(handler.waiters) < 2:
+            await asyncio.sleep(0)
+        gate.set()
+        await asyncio.wait_for(asyncio.gather(*tasks), LONG)
+        assert [bytes(s.body) for s in streams] == [b"/first", b"/second", b"/third"]
+        assert handler.free == handler.size and not handler.waiters
+
+    try:
+        asyncio.run(main())
+    finally:
+        stop(handler)
+    assert order == ["/first", "/second", "/third"]
+
+
+def test_a_thread_that_cannot_start_fails_its_waiting_request_and_frees_the_slot():
+    # The gate is open by the time /after runs: it answers at once.
+    gate = threading.Event()
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        gate.wait(LONG)
+        start_response("200 OK", [])
+        return [b"ok"]
+
+    handler = WSGIHandler(app, Config(threads=1))
+    real_submit = handler.pool.submit
+
+    async def main() -> None:
+        busy = asyncio.create_task(handler(RecordingStream(path=b"/busy")))
+        while handler.free:
+            await asyncio.sleep(0)
+        waiting_stream = RecordingStream("POST", b"/waiting", body=b"payload")
+        waiting = asyncio.create_task(handler(waiting_stream))
+        while not handler.waiters:
+            await asyncio.sleep(0)
+
+        def refuse(job: Callable[[], None], busy_count: int) -> None:
+            raise RuntimeError("can't start new thread")
+
+        handler.pool.submit = refuse  # type: ignore[method-assign]
+        gate.set()
+        await asyncio.wait_for(busy, LONG)
+        with pytest.raises(RuntimeError, match="can't start new thread"):
+            await asyncio.wait_for(waiting, LONG)
+        assert handler.free == handler.size  # the slot it was given came back
+        handler.pool.submit = real_submit  # type: ignore[method-assign]
+        after = RecordingStream(path=b"/after")
+        await asyncio.wait_for(handler(after), LONG)
+        assert bytes(after.body) == b"ok"
+
+    try:
+        asyncio.run(main())
+    finally:
+        stop(handler)

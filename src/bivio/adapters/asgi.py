@@ -82,6 +82,7 @@ class HTTPCycle:
             self.started = True
             trailers = bool(message.get("trailers", False))
             self.more_trailers = trailers
+            status = message["status"]  # first, as before: a KeyError wins over bad headers
             # _header_list(), inline: one Python call fewer on every response; pairs of
             # bytes (the usual case) skip the bytes() conversion of each name and value.
             try:
@@ -90,7 +91,7 @@ class HTTPCycle:
             except (TypeError, ValueError):
                 raise TypeError("ASGI headers must be an iterable of [bytes, bytes] pairs") \
                     from None
-            await stream.start_response(message["status"], headers, trailers)
+            await stream.start_response(status, headers, trailers)
         elif kind == "http.response.trailers":
             if not self.more_trailers:
                 raise RuntimeError("'http.response.trailers' without trailers=True")

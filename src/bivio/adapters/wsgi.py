@@ -26,8 +26,10 @@ How a request flows, and why it is shaped this way:
   :class:`_Exchange` per request: the thread appends items (head, data, file,
   read request, end) under a lock and wakes the loop with
   ``call_soon_threadsafe`` only when the loop side is idle; the loop side drains
-  every queued item in one go. A response that is a list of bytes costs exactly
-  one hop back to the loop; a generator costs one hop per chunk only when the
+  every queued item in one go. A small response that is a list of bytes (or
+  Django's ``HttpResponse``, a list underneath) is one ``_WHOLE`` item; for a
+  plain list it travels with ``_END``, so the whole request costs one hand-off
+  to the thread and one back. A generator costs one hop per chunk only when the
   loop keeps up, because chunks produced while the loop is busy travel together.
 - Backpressure both ways: the thread waits once ``HIGH_WATER`` response bytes are
   queued and resumes at ``LOW_WATER``. A client that pushes back meanwhile (the
@@ -87,7 +89,9 @@ SPOOL_READ = 64 * 1024  # bytes the loop reads from a response spool per send
 # Items an app thread posts to the loop (first element of each tuple). ``_LAST`` follows
 # the last ``_DATA`` of a body the thread knows is complete (a list response), in the
 # same post, so the stream learns the body ended with it without waiting for ``_END``.
-_START, _DATA, _FILE, _READ, _END, _FAIL, _LAST, _SPOOL = range(8)
+# ``_WHOLE`` is a head and a complete body in one item (``_START``, ``_DATA``, ``_LAST``
+# in one): what a small list response, the common case, posts.
+_START, _DATA, _FILE, _READ, _END, _FAIL, _LAST, _SPOOL, _WHOLE = range(9)
 
 HOP_BY_HOP = frozenset({
     "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
@@ -115,23 +119,22 @@ def _wake(fut: asyncio.Future[None]) -> None:
         fut.set_result(None)
 
 
-@types.coroutine
-def _watch(send: Awaitable[None], on_block: Callable[[bool], None]) -> Generator[Any, Any, None]:
-    """Await ``send``; tell ``on_block(True)`` if it suspends, ``on_block(False)`` once it is over.
+def _first_step(send: Awaitable[None]) -> tuple[Any, Any] | None:
+    """Run a send's first step here: None when it is done, else ``(coroutine, what it yielded)``.
 
     A stream's send returns at once while the client takes what it is given and
     suspends when the client pushes back (the socket's buffer is above its
     high-water mark, an HTTP/2 window is shut). That suspension, an event and not
-    a clock, is what tells the app thread to spool instead of waiting. This is
-    ``yield from`` that notices its first suspension; a send that does not
-    suspend costs one generator.
+    a clock, is what tells the app thread to spool instead of waiting, so the
+    pump must see it: it steps the send itself and, only when it suspends, awaits
+    the rest through :func:`_watch_rest`. A send the client takes at once (the
+    usual case) costs no wrapper at all.
     """
-    coro = send.__await__()
+    coro = send if type(send) is _COROUTINE else send.__await__()
     try:
-        yielded = coro.send(None)
+        return coro, coro.send(None)  # type: ignore[union-attr]
     except StopIteration:
-        return
-    yield from _watch_rest(coro, yielded, on_block)
+        return None
 
 
 _COROUTINE = types.CoroutineType
@@ -140,7 +143,8 @@ _COROUTINE = types.CoroutineType
 @types.coroutine
 def _watch_rest(coro: Any, yielded: Any,
                 on_block: Callable[[bool], None]) -> Generator[Any, Any, None]:
-    """The rest of :func:`_watch` once ``coro``'s first step suspended (it yielded ``yielded``)."""
+    """Await the rest of a send whose first step suspended (it yielded ``yielded``), telling
+    ``on_block(True)`` now and ``on_block(False)`` once it is over (see :func:`_first_step`)."""
     on_block(True)
     try:
         while True:
@@ -359,8 +363,11 @@ class _Exchange:
         if fd >= 0:
             os.close(fd)
 
-    def finish(self, *items: tuple[Any, ...], final: bool = False) -> None:
+    def finish(self, *items: tuple[Any, ...], final: bool = False, size: int = 0) -> None:
         """Post the last items (``_FAIL``, ``_END``), even after the client left; never raises.
+
+        ``size``: response bytes among them (a whole small response posted with
+        ``_END``); the pump subtracts them as it sends, as for :meth:`post`.
 
         ``final``: the thread is done with this exchange (it posts ``_END``). With a
         spool or a file the loop may still be sending, so the slot is released now
@@ -371,6 +378,7 @@ class _Exchange:
         release = False
         with self.lock:
             self.items.extend(items)
+            self.pending += size
             fut, self.waiter = self.waiter, None
             if final:
                 self.thread_done = True
@@ -507,13 +515,17 @@ class _Exchange:
             if self.thread_waiting and self.pending <= LOW_WATER and self.cond is not None:
                 self.cond.notify_all()
 
-    async def pump(self) -> None:
+    async def pump(self, first: asyncio.Future[None] | None = None) -> None:
         """Carry out what the thread posts until it posts ``_END``.
 
+        ``first``: the waiter the caller set before the thread was started (the
+        thread cannot have posted yet, so there is nothing to look at before it).
         The caller then calls :meth:`end_pump` (closes a spool the thread is done with).
         """
         stream = self.stream
         lock = self.lock
+        if first is not None:
+            await first
         while True:
             with lock:
                 items = self.items
@@ -532,7 +544,32 @@ class _Exchange:
                 item = items[i]
                 tag = item[0]
                 i += 1
-                if tag == _DATA:
+                # The usual tags first: a small response is [_WHOLE, _END].
+                if tag == _WHOLE:
+                    data = item[4]
+                    if not self.gone:
+                        if item[3]:  # the app said Connection: close
+                            stream.close_after_response()
+                        try:
+                            await stream.start_response(item[1], item[2])
+                        except ClientDisconnected:
+                            self._abandon()
+                    if not self.gone:
+                        try:
+                            step = _first_step(stream.send_body(data, False))
+                            if step is not None:
+                                await _watch_rest(step[0], step[1], self._set_blocked)
+                        except ClientDisconnected:
+                            self._abandon()
+                        except Exception as exc:  # e.g. more than the announced Content-Length
+                            logger.error("WSGI response could not be sent: %s", exc)
+                            stream.abort()
+                            self._abandon()
+                    if finished:
+                        self.pending -= len(data)
+                    else:
+                        self._sent(len(data))
+                elif tag == _DATA:
                     data = item[1]
                     if i < count and items[i][0] == _DATA:
                         # Coalesce what is already here, but never more than JOIN_MAX
@@ -551,18 +588,9 @@ class _Exchange:
                     last = i < count and (items[i][0] == _END or items[i][0] == _LAST)
                     if not self.gone:
                         try:
-                            send = stream.send_body(data, not last)
-                            if type(send) is _COROUTINE:
-                                # The first step here: a send the client takes at once (the
-                                # usual case) costs no wrapper; one that waits is watched.
-                                try:
-                                    step = send.send(None)
-                                except StopIteration:
-                                    pass
-                                else:
-                                    await _watch_rest(send, step, self._set_blocked)
-                            else:
-                                await _watch(send, self._set_blocked)
+                            step = _first_step(stream.send_body(data, not last))
+                            if step is not None:
+                                await _watch_rest(step[0], step[1], self._set_blocked)
                         except ClientDisconnected:
                             self._abandon()
                         except Exception as exc:  # e.g. more than the announced Content-Length
@@ -588,6 +616,20 @@ class _Exchange:
                             logger.error("WSGI response could not be sent: %s", exc)
                             stream.abort()
                             self._abandon()
+                elif tag == _END:
+                    if stream.response_complete or stream.disconnected:
+                        return
+                    try:
+                        if not stream.response_started:
+                            # Only when the app swallowed a broken read and then stopped.
+                            await send_plain(stream, 500, "Internal Server Error", close=True)
+                        elif self.gone:
+                            stream.abort()
+                        else:
+                            await stream.send_body(b"", False)
+                    except (ClientDisconnected, RuntimeError, ValueError):
+                        stream.abort()
+                    return
                 elif tag == _START:
                     if not self.gone:
                         if item[3]:  # the app said Connection: close
@@ -627,20 +669,6 @@ class _Exchange:
                                                  close=True)
                             except (ClientDisconnected, RuntimeError, ValueError):
                                 stream.abort()
-                else:  # _END
-                    if stream.response_complete or stream.disconnected:
-                        return
-                    try:
-                        if not stream.response_started:
-                            # Only when the app swallowed a broken read and then stopped.
-                            await send_plain(stream, 500, "Internal Server Error", close=True)
-                        elif self.gone:
-                            stream.abort()
-                        else:
-                            await stream.send_body(b"", False)
-                    except (ClientDisconnected, RuntimeError, ValueError):
-                        stream.abort()
-                    return
 
 
 # -- wsgi.input ----------------------------------------------------------------------------
@@ -738,10 +766,13 @@ class WSGIInput:
 
 
 class ErrorStream:
-    """``wsgi.errors``: text written by the app goes to the server log, one record a line."""
+    """``wsgi.errors``: text written by the app goes to the server log, one record a line.
 
-    def __init__(self) -> None:
-        self._partial = ""
+    One per request, and most are never written to: the unfinished line starts as
+    the class's empty string, so making one runs no ``__init__``.
+    """
+
+    _partial = ""
 
     def write(self, text: str) -> int:
         if not isinstance(text, str):
@@ -1022,8 +1053,12 @@ class WSGIHandler:
             return
         # The slot is released once: when the thread is done (a spooled response or a
         # file may still be going out), or at the latest when the pump ends.
-        exchange = _Exchange(asyncio.get_running_loop(), stream, self.response_buffer,
-                             self._release_slot, self.spool_budget)
+        loop = asyncio.get_running_loop()
+        exchange = _Exchange(loop, stream, self.response_buffer, self._release_slot,
+                             self.spool_budget)
+        # The loop waits from the start: the thread's first post wakes it, and the
+        # pump does not look for items before there can be any.
+        exchange.waiter = first = loop.create_future()
         try:
             call = _Call(self, stream, exchange, body, size)
             try:
@@ -1034,7 +1069,7 @@ class WSGIHandler:
                 raise
             # From here on the call's thread closes the body, whatever happens.
             try:
-                await exchange.pump()
+                await exchange.pump(first)
             except BaseException:
                 # Forced shutdown (or a bug): the thread cannot be stopped, only told
                 # the client is gone; it then finishes on its own without the loop.
@@ -1048,24 +1083,24 @@ class WSGIHandler:
     def environ(self, stream: Stream) -> dict[str, Any]:
         """The PEP 3333 environ (``wsgi.input`` is set by the caller).
 
-        Built as one dict display over the worker's constant part: it runs for
-        every request, in the app's thread, so fewer steps mean a shorter hold of
-        the GIL (the loop waits for it meanwhile).
+        It runs for every request, in the app's thread, and every step of it holds
+        the GIL the loop waits for: the few values that repeat (the protocol, the
+        port, the environ key of a header name) are made once, and a byte is looked
+        for with ``find`` (``b"%" in path`` first tries the byte as an integer, and
+        raising and clearing that error costs more than the search).
         """
         raw_path = stream.raw_path
         root = self.root_path
         version = stream.http_version
-        env = {
-            **self.base_environ,
-            "REQUEST_METHOD": stream.method,
-            # A prefix the proxy kept belongs in SCRIPT_NAME, not PATH_INFO.
-            "PATH_INFO": (app_path(raw_path, root) if root or b"%" in raw_path
-                          else raw_path.decode("latin-1")),
-            "QUERY_STRING": stream.query_string.decode("latin-1"),
-            "SERVER_PROTOCOL": _PROTOCOLS.get(version) or "HTTP/" + version,
-            "wsgi.url_scheme": stream.scheme,
-            "wsgi.errors": ErrorStream(),
-        }
+        env = self.base_environ.copy()
+        env["REQUEST_METHOD"] = stream.method
+        # A prefix the proxy kept belongs in SCRIPT_NAME, not PATH_INFO.
+        env["PATH_INFO"] = (app_path(raw_path, root) if root or raw_path.find(b"%") >= 0
+                            else raw_path.decode("latin-1"))
+        env["QUERY_STRING"] = stream.query_string.decode("latin-1")
+        env["SERVER_PROTOCOL"] = _PROTOCOLS.get(version) or "HTTP/" + version
+        env["wsgi.url_scheme"] = stream.scheme
+        env["wsgi.errors"] = ErrorStream()
         if stream.tls is not None:
             env["HTTPS"] = "on"  # the CGI variable some frameworks read instead
         client = stream.client
@@ -1076,7 +1111,7 @@ class WSGIHandler:
         for name, value in stream.headers:
             key = keys.get(name)
             if key is None:
-                if b"_" in name:
+                if name.find(b"_") >= 0:
                     continue  # X-Auth_User must not pass for X-Auth-User (-> HTTP_X_AUTH_USER)
                 key = _environ_key(name)
             if key in env:
@@ -1136,7 +1171,7 @@ class _Call:
     """One WSGI call, run in a pool thread: environ, start_response, the iterable, close()."""
 
     __slots__ = ("handler", "stream", "exchange", "body", "body_size", "status", "headers",
-                 "headers_sent", "content_length", "close")
+                 "headers_sent", "content_length", "close", "held")
 
     def __init__(self, handler: WSGIHandler, stream: Stream, exchange: _Exchange,
                  body: Any = None, body_size: int = 0) -> None:
@@ -1150,6 +1185,8 @@ class _Call:
         self.headers_sent = False
         self.content_length: int | None = None
         self.close = False  # the app sent Connection: close
+        # A whole small response kept for the final post (see _send_sequence).
+        self.held: tuple[Any, ...] | None = None
 
     # -- start_response and write ---------------------------------------------------------
 
@@ -1248,8 +1285,9 @@ class _Call:
                 env["wsgi.input"] = body
                 env["CONTENT_LENGTH"] = str(self.body_size)
             else:
-                kind = _body_kind(self.stream)
-                env["wsgi.input"] = WSGIInput(exchange if kind == "length" else None)
+                # No body, or (--wsgi-body stream) one of known length read as the app
+                # reads; one of unknown length was read on the loop (body above).
+                env["wsgi.input"] = WSGIInput(exchange if self.stream.body_length else None)
             self._respond(env)
         except ClientDisconnected:
             pass  # the client left; nothing to answer and nothing worth a traceback
@@ -1259,19 +1297,24 @@ class _Call:
             if body is not None:
                 self.body = None
                 body.close()
-            exchange.finish((_END,), final=True)
+            held = self.held
+            if held is None:
+                exchange.finish((_END,), final=True)
+            else:  # the response and the end: one hand-off for the whole request
+                self.held = None
+                exchange.finish(held, (_END,), final=True, size=len(held[4]))
 
     def _respond(self, env: dict[str, Any]) -> None:
         result = self.handler.app(env, self.start_response)
         try:
+            if type(result) is list or type(result) is tuple:  # the usual answer first
+                self._send_sequence(result, hold=True)
+                return
             if isinstance(result, FileWrapper) and self.status is not None:
                 target = _real_file(result)
                 if target is not None:
                     self._send_file(*target)
                     return
-            if type(result) is list or type(result) is tuple:
-                self._send_sequence(result)
-                return
             try:
                 iterator = iter(result)
             except TypeError:
@@ -1304,13 +1347,18 @@ class _Call:
                 except Exception as exc:
                     logger.error("Exception in the WSGI response's close()", exc_info=exc)
 
-    def _send_sequence(self, items: list[bytes] | tuple[bytes, ...]) -> None:
+    def _send_sequence(self, items: list[bytes] | tuple[bytes, ...], hold: bool = False) -> None:
         """A list of bytes (the common case): one post, hence one hop to the loop.
 
         Up to ``JOIN_MAX`` bytes the items are joined into one body (the stream
         then knows the length). Beyond, each item is posted as itself: joining
         would hold a second copy of the whole body for as long as the client
         takes to read it.
+
+        ``hold``: nothing of the app's runs between this and the thread's end (a
+        plain list or tuple has no ``close()``), so a small whole response is kept
+        for :meth:`run` to post together with ``_END``: the loop is woken once for
+        the request, and finds it complete.
         """
         total = 0
         for data in items:
@@ -1328,8 +1376,11 @@ class _Call:
                 self.exchange.post((_DATA, body), (_LAST,), size=len(body))
             return
         self.headers_sent = True
-        self.exchange.post((_START, self.status, self.headers, self.close), (_DATA, body),
-                           (_LAST,), size=len(body))
+        whole = (_WHOLE, self.status, self.headers, self.close, body)
+        if hold and len(body) <= HIGH_WATER:
+            self.held = whole
+        else:
+            self.exchange.post(whole, size=len(body))
 
     def _send_items(self, items: list[bytes] | tuple[bytes, ...], total: int) -> None:
         """A large list, no copy; the length is said up front.
