@@ -1,6 +1,7 @@
-"""The HTTP/1.1 + ASGI hot path in one process, without sockets: for profiling.
+"""The HTTP/1.1 + ASGI (or WSGI) hot path in one process, without sockets: for profiling.
 
     python -m bench.hotpath --requests 20000            # wall time per request
+    python -m bench.hotpath --requests 20000 --wsgi     # the WSGI adapter and its threads
     valgrind --tool=callgrind python -m bench.hotpath --requests 20000
     python -m bench.hotpath --requests 20000 --profile  # cProfile, by own time
 
@@ -27,10 +28,12 @@ import time
 from typing import Any
 
 from bivio.adapters.asgi import ASGIHandler
+from bivio.adapters.wsgi import WSGIHandler
 from bivio.core.config import Config
 from bivio.core.context import ServerContext
 from bivio.protocols.http1 import H1Connection
 
+from .apps import wsgi_app
 from .apps.asgi_app import app
 
 REQUEST = (b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: h2load nghttp2/1.52.0\r\n"
@@ -41,9 +44,10 @@ EXPECTED = b"Hello, world!"
 class _Transport(asyncio.Transport):
     """Counts what is written; everything else a connection asks of it is a no-op."""
 
-    def __init__(self) -> None:
+    def __init__(self, progress: _Progress) -> None:
         super().__init__()
         self.responses = 0
+        self.progress = progress
         self._extra = {"peername": ("127.0.0.1", 50000), "sockname": ("127.0.0.1", 8000)}
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
@@ -52,6 +56,7 @@ class _Transport(asyncio.Transport):
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if bytes(data).endswith(EXPECTED):
             self.responses += 1
+            self.progress.one()
 
     def is_closing(self) -> bool:
         return False
@@ -69,14 +74,32 @@ class _Transport(asyncio.Transport):
         pass
 
 
-async def serve(requests: int, connections: int) -> int:
+class _Progress:
+    """Responses written so far; wakes the feeder once a batch is answered (WSGI threads)."""
+
+    def __init__(self) -> None:
+        self.done = 0
+        self.target = 0
+        self.event = asyncio.Event()
+
+    def one(self) -> None:
+        self.done += 1
+        if self.done >= self.target:
+            self.event.set()
+
+
+async def serve(requests: int, connections: int, wsgi: bool = False) -> int:
     """Feed ``requests`` keep-alive requests round-robin over ``connections``; return the
     number of complete hello responses written."""
     config = Config.from_options({}, env={})
-    ctx = ServerContext(config, ASGIHandler(app))
+    handler: Any = WSGIHandler(wsgi_app.app, config) if wsgi else ASGIHandler(app)
+    ctx = ServerContext(config, handler)
+    handler.bind(ctx)
+    ctx.loop = asyncio.get_running_loop()  # as the server sets it
+    progress = _Progress()
     transports = []
     for _ in range(connections):
-        transport = _Transport()
+        transport = _Transport(progress)
         conn = H1Connection(ctx)
         conn.connection_made(transport)
         transports.append((transport, conn))
@@ -85,8 +108,14 @@ async def serve(requests: int, connections: int) -> int:
         for _, conn in transports[:requests - sent]:
             conn.data_received(REQUEST)
             sent += 1
+        if wsgi:  # the app runs on the pool's threads: wait for this batch's answers
+            progress.target = sent
+            progress.event.clear()
+            if progress.done < sent:
+                await progress.event.wait()
         await asyncio.sleep(0)  # the handlers' Tasks run, as in one loop iteration
         await asyncio.sleep(0)  # and their done-callbacks
+    handler.shutdown()
     return sum(t.responses for t, _ in transports)
 
 
@@ -95,6 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=20_000)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--profile", action="store_true", help="cProfile, by own time")
+    parser.add_argument("--wsgi", action="store_true",
+                        help="the WSGI adapter (bench/apps/wsgi_app.py) on its thread pool")
     args = parser.parse_args(argv)
     import uvloop
 
@@ -104,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     if profile is not None:
         profile.enable()
-    done = loop.run_until_complete(serve(args.requests, args.connections))
+    done = loop.run_until_complete(serve(args.requests, args.connections, args.wsgi))
     if profile is not None:
         profile.disable()
     elapsed = time.perf_counter() - start

@@ -847,6 +847,31 @@ async def test_intake_pause_never_starves_a_body_in_progress():
     assert t.reading
 
 
+@run
+async def test_the_context_pauses_lazily_and_resumes_only_connections_that_held_back():
+    """A pause touches no connection (a saturated WSGI pool flips it every few requests):
+    each one holds back at its next request boundary, and a resume reaches those alone."""
+    ctx, t1, c1 = connect(echo_path)
+    t2 = FakeTransport(peer=("127.0.0.1", 50001))
+    t2.connect(H1Connection(ctx))
+    ctx.pause_intake()
+    assert t1.reading and t2.reading and not ctx.held  # nothing was visited
+    t1.feed(request())
+    await settle()
+    assert t1.take() == ok(b"/")  # one request read during the pause is still answered
+    assert not t1.reading and ctx.held == {c1}  # then the connection holds back
+    assert t2.reading  # the one that sent nothing was never touched
+    ctx.resume_intake()
+    assert t1.reading and not ctx.held
+    t1.feed(request(b"/next"))
+    await settle()
+    assert t1.take() == ok(b"/next")
+    c1.pause_intake()
+    assert ctx.held == {c1}
+    t1.lose()  # a lost connection leaves the held set
+    assert not ctx.held
+
+
 # -- graceful shutdown -----------------------------------------------------------------------------
 
 

@@ -986,7 +986,7 @@ class WSGIHandler:
     # -- slots -------------------------------------------------------------------------
 
     async def _take_slot(self) -> None:
-        fut = asyncio.get_running_loop().create_future()
+        fut = ((self.ctx and self.ctx.loop) or asyncio.get_running_loop()).create_future()
         self.waiters.append(fut)
         if self.ctx is not None:
             self.ctx.pause_intake()
@@ -1053,7 +1053,7 @@ class WSGIHandler:
             return
         # The slot is released once: when the thread is done (a spooled response or a
         # file may still be going out), or at the latest when the pump ends.
-        loop = asyncio.get_running_loop()
+        loop = (self.ctx and self.ctx.loop) or asyncio.get_running_loop()
         exchange = _Exchange(loop, stream, self.response_buffer, self._release_slot,
                              self.spool_budget)
         # The loop waits from the start: the thread's first post wakes it, and the

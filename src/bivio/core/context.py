@@ -17,6 +17,16 @@ in bivio's memory; a multiplexed protocol (HTTP/2) must keep reading (other
 streams' bodies, window updates, pings) and instead defers or refuses new
 streams (REFUSED_STREAM, a lower SETTINGS_MAX_CONCURRENT_STREAMS). The
 protocol stays ignorant of why.
+
+The pause is *lazy*: pausing sets a flag and touches no connection; each
+connection reads the flag where it decides (HTTP/1.1 when a response is done,
+HTTP/2 when a stream would start) and, if it holds back, registers in
+:attr:`ServerContext.held`, the only connections a resume touches. A saturated
+WSGI pool flips the pause often (every few requests under load), and visiting
+every connection on each flip cost more than the requests themselves on a
+worker with many keep-alive clients. The price: a connection idle when the pause
+began may still read one request, which then waits for a thread like any other
+(at most one per connection, as when the pause began in the middle of a request).
 """
 
 from __future__ import annotations
@@ -67,7 +77,11 @@ class Connection(Protocol):
         ...
 
     def pause_intake(self) -> None:
-        """Start no new stream until :meth:`resume_intake` (see the module docstring)."""
+        """Start no new stream until :meth:`resume_intake` (see the module docstring).
+
+        A connection that holds back adds itself to ``ctx.held`` (and leaves it
+        when it is lost), so the context's resume reaches it.
+        """
         ...
 
     def resume_intake(self) -> None: ...
@@ -115,6 +129,10 @@ class ServerContext:
     def __init__(self, config: Config, handler: Handler) -> None:
         self.config = config
         self.handler = handler
+        # The worker's event loop, set by the server once it runs (None: ask asyncio).
+        # Kept here because asyncio.get_running_loop() costs a getpid() system call on
+        # Python 3.11 (it checks for a fork), and the hot path would ask per request.
+        self.loop: asyncio.AbstractEventLoop | None = None
         self.connections: set[Connection] = set()
         # Each running handler Task and the stream it answers (what a forced shutdown
         # names when it cancels one).
@@ -127,6 +145,8 @@ class ServerContext:
         # (bivio.process.watchdog) from its own thread: what metrics will export.
         self.loop_stalls = 0
         self.intake_paused = False
+        # Connections holding back because of the pause: what resume_intake() restarts.
+        self.held: set[Connection] = set()
         # What metrics export (bivio.process.metrics reads them; nothing else does).
         # Bytes read from clients, counted where each protocol receives them.
         self.received_bytes = 0
@@ -201,20 +221,21 @@ class ServerContext:
         return limit is not None and len(self.tasks) >= limit
 
     def pause_intake(self) -> None:
-        """Start no new streams on any connection (see the module docstring)."""
+        """Start no new streams on any connection (lazily: see the module docstring)."""
         if not self.intake_paused:
             self.intake_paused = True
             self.paused_since = time.monotonic()
-            for conn in list(self.connections):
-                conn.pause_intake()
 
     def resume_intake(self) -> None:
+        """End the pause: the connections that held back (and only they) go on."""
         if self.intake_paused:
             self.intake_paused = False
             if self.paused_since is not None:
                 self.paused_seconds += time.monotonic() - self.paused_since
                 self.paused_since = None
-            for conn in list(self.connections):
+        if self.held:
+            held, self.held = self.held, set()
+            for conn in held:
                 conn.resume_intake()
 
     def start_handler(self, stream: Stream) -> asyncio.Task[None] | None:
@@ -231,7 +252,7 @@ class ServerContext:
         Task is scheduled as usual. Returns the Task, or None if it finished.
         """
         self.requests += 1
-        loop = asyncio.get_running_loop()
+        loop = self.loop or asyncio.get_running_loop()
         # --reset-contextvars: an empty context instead of a copy of the current one.
         context = contextvars.Context() if self.config.reset_contextvars else None
         if _EAGER:

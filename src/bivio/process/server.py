@@ -155,6 +155,7 @@ class Server:
         protocol factory (TLS, ``--proxy-protocol``) and the same context.
         """
         loop = asyncio.get_running_loop()
+        self.ctx.loop = loop
         if on_worker_ready is None:  # a worker's supervisor speaks to systemd
             self._notifier = notifier()
             if self._notifier is not None and self._notifier.watchdog is not None:

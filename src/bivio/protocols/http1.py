@@ -498,6 +498,8 @@ class H1Connection(WriteFlow, asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
         self.ctx.connections.discard(self)
+        if self._intake_held:
+            self.ctx.held.discard(self)
         self._cancel_timer()
         for stream in (self._current, self._parsing, *self._pending):
             if stream is not None and not stream.disconnected:
@@ -591,6 +593,7 @@ class H1Connection(WriteFlow, asyncio.Protocol):
             self._timer.cancel()
             self._timer = None
         self.ctx.connections.discard(self)
+        self.ctx.held.discard(self)
         conn = H2Connection.take_over(self.ctx, self.loop, self.transport, data, upgrade,
                                       proxied=self.proxied)
         self._hand_over_write_flow(conn)
@@ -1123,6 +1126,7 @@ class H1Connection(WriteFlow, asyncio.Protocol):
         """
         if self.is_idle() and not self._closed and not self._intake_held:
             self._intake_held = True
+            self.ctx.held.add(self)
             self._cancel_timer()
             self._pause_reading()
 

@@ -537,7 +537,7 @@ class H2Connection(WriteFlow, asyncio.Protocol):
         cap = ctx.streams_per_connection
         self._cap = min(cfg.h2_max_concurrent_streams, cap) if cap else \
             cfg.h2_max_concurrent_streams
-        self._intake_held = ctx.intake_paused
+        self._intake_held = False  # the context's pause is read when a stream would start
         self._closed = False
         self._served = False
         self._requests = 0
@@ -668,6 +668,7 @@ class H2Connection(WriteFlow, asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
         self.ctx.connections.discard(self)
+        self.ctx.held.discard(self)
         if self._watchdog is not None:
             self._watchdog.cancel()
             self._watchdog = None
@@ -797,6 +798,8 @@ class H2Connection(WriteFlow, asyncio.Protocol):
 
     def _admit(self, stream: H2Stream) -> None:
         """Start the stream's handler now, or queue it behind the connection's running ones."""
+        if self.ctx.intake_paused and not self._intake_held:
+            self.pause_intake()  # the context pauses lazily: this connection holds back now
         if self._running < self._cap and not self._intake_held and not self._queued:
             self._start(stream)
         else:
@@ -815,6 +818,8 @@ class H2Connection(WriteFlow, asyncio.Protocol):
         if self._starting:
             return  # re-entered from a stream answered at once: the outer loop goes on
         self._starting = True
+        if self.ctx.intake_paused and not self._intake_held:
+            self.pause_intake()
         try:
             queued = self._queued
             while queued and self._running < self._cap and not self._intake_held \
@@ -1262,6 +1267,7 @@ class H2Connection(WriteFlow, asyncio.Protocol):
     def pause_intake(self) -> None:
         """New streams wait in the queue (reading goes on: windows, pings, other bodies)."""
         self._intake_held = True
+        self.ctx.held.add(self)
 
     def resume_intake(self) -> None:
         if self._intake_held:
