@@ -271,6 +271,8 @@ def test_a_client_leaving_mid_body_takes_no_thread_and_gets_no_answer(
 
 def test_a_body_waiting_for_a_thread_is_closed_when_its_request_is_cancelled(
         monkeypatch: pytest.MonkeyPatch, spill_files: list[Any]):
+    """The cancelled call stays in the pool's queue; the thread that reaches it runs no
+    app for it and closes its body (the thread owns the body from the hand-over on)."""
     monkeypatch.setattr(wsgi_mod, "SPOOL_MEMORY", 10)
     gate = threading.Event()
     app = Recorder(gate)
@@ -286,19 +288,20 @@ def test_a_body_waiting_for_a_thread_is_closed_when_its_request_is_cancelled(
         first = asyncio.create_task(handler(busy))
         await until(app.called)  # the only thread is taken
         second = asyncio.create_task(handler(waiting))
-        while len(handler.waiters) < 1:  # buffered, now waiting for a slot
+        while handler.queued < 1:  # buffered, now waiting for a thread
             await asyncio.sleep(0)
         assert len(spill_files) == 2 and not spill_files[1].closed
         second.cancel()
         with pytest.raises(asyncio.CancelledError):
             await second
-        assert spill_files[1].closed
         gate.set()
         await first
 
-    run(handler, main)
+    run(handler, main)  # stops the pool: its thread has been through the queue
     assert all(f.closed for f in spill_files)
     assert handler.free == handler.size
+    assert app.body == b"holds the thread"  # the last call the app saw: not the cancelled one
+    assert not waiting.response_started
 
 
 def test_the_body_is_closed_when_the_app_raises(monkeypatch: pytest.MonkeyPatch):
@@ -494,7 +497,7 @@ def test_a_request_whose_client_left_before_a_thread_was_free_is_not_run(caplog)
         assert await asyncio.to_thread(entered.wait, LONG)
         gone = FakeStream("POST", b"/gone", body=b"payload")
         waiting = asyncio.create_task(handler(gone))
-        while not handler.waiters:  # its body is read; it waits for the thread
+        while not handler.queued:  # its body is read; it waits for the thread
             await asyncio.sleep(0)
         gone.disconnect()
         after = FakeStream(path=b"/after")

@@ -15,12 +15,18 @@ How a request flows, and why it is shaped this way:
   known length: the app pulls ``wsgi.input`` from the socket as it reads (see
   :class:`WSGIInput`), holding its thread for as long as the client takes.
   Chunked bodies are read on the loop first in both modes.
-- The loop-side handler then takes a *slot* in the worker's thread pool. When
-  every thread is busy it waits and asks the server context to pause intake
-  (:meth:`bivio.context.ServerContext.pause_intake`): connections stop reading new
-  requests, so saturation leaves unread requests in the kernel's socket buffers
-  instead of an unbounded queue in memory. Intake resumes once a quarter of the
-  pool is free again (hysteresis: saturation does not flip per request).
+- The loop-side handler then hands the call to the worker's thread pool. When
+  every thread is busy the call waits in the pool's queue, and a thread that
+  finishes takes the next call itself, with the GIL it already holds: under
+  saturation requests run back to back without a context switch to the loop and
+  back for each (waiting on the loop for a free thread cost 1.3 context switches
+  and about a quarter of the CPU a request on WSGI hello; 0.13 now). A queued call asks the
+  server context to pause intake (:meth:`bivio.context.ServerContext.pause_intake`):
+  connections stop reading new requests at their next request boundary, so
+  saturation leaves unread requests in the kernel's socket buffers instead of an
+  unbounded queue in memory (at most one waiting request per connection). Intake
+  resumes once a quarter of the pool is free again (hysteresis: saturation does
+  not flip per request). A call whose client left while it was queued is not run.
 - The app runs in a pool thread; everything the app does that needs the socket
   (reading ``wsgi.input``, writing the response) goes through one small
   :class:`_Exchange` per request: the thread appends items (head, data, file,
@@ -65,7 +71,6 @@ import stat
 import tempfile
 import threading
 import types
-from collections import deque
 from collections.abc import Awaitable, Callable, Generator, Iterable, Iterator
 from types import TracebackType
 from typing import Any
@@ -890,7 +895,7 @@ async def _read_body(stream: Stream) -> tuple[Any, int]:
 
 
 class ThreadPool:
-    """Threads started on demand up to ``size``; the loop never submits more jobs than that."""
+    """Threads started on demand up to ``size``; jobs beyond wait in the queue (FIFO)."""
 
     def __init__(self, size: int) -> None:
         self.size = size
@@ -898,7 +903,9 @@ class ThreadPool:
         self.threads: list[threading.Thread] = []
 
     def submit(self, job: Callable[[], None], busy: int) -> None:
-        if busy > len(self.threads):
+        """Queue ``job``; ``busy`` (calls given to the pool, this one included) starts a
+        thread while there are fewer than that and than ``size``."""
+        if busy > len(self.threads) < self.size:
             thread = threading.Thread(target=self._work, daemon=True,
                                       name=f"bivio-wsgi-{len(self.threads) + 1}")
             self.threads.append(thread)
@@ -948,9 +955,10 @@ class WSGIHandler:
         self.response_buffer = config.wsgi_response_buffer
         self.spool_budget = _SpoolBudget(config.wsgi_spool_max)
         self.pool = ThreadPool(self.size)
-        self.free = self.size
+        # Calls given to the pool and not yet released: running, or queued behind the
+        # busy threads (see :attr:`free` and :attr:`queued`). The loop alone counts.
+        self.busy = 0
         self.resume_at = max(1, self.size // 4)
-        self.waiters: deque[asyncio.Future[None]] = deque()
         self.ctx: ServerContext | None = None
         logger.info("WSGI application: %d thread%s per worker", self.size,
                     "" if self.size == 1 else "s")
@@ -980,35 +988,26 @@ class WSGIHandler:
         """The pool's size and how many of its threads run an app now."""
         return self.size, self.size - self.free
 
+    @property
+    def free(self) -> int:
+        """Threads with no call to run."""
+        return max(0, self.size - self.busy)
+
+    @property
+    def queued(self) -> int:
+        """Calls waiting in the pool's queue for a thread."""
+        return max(0, self.busy - self.size)
+
     def shutdown(self) -> None:
         self.pool.shutdown()
 
-    # -- slots -------------------------------------------------------------------------
-
-    async def _take_slot(self) -> None:
-        fut = ((self.ctx and self.ctx.loop) or asyncio.get_running_loop()).create_future()
-        self.waiters.append(fut)
-        if self.ctx is not None:
-            self.ctx.pause_intake()
-        try:
-            await fut  # the slot is handed over by _release_slot
-        except asyncio.CancelledError:
-            if fut.done() and not fut.cancelled():
-                self._release_slot()
-            else:
-                self.waiters.remove(fut)
-            raise
+    # -- the count of calls -----------------------------------------------------------
 
     def _release_slot(self) -> None:
-        waiters = self.waiters
-        while waiters:
-            fut = waiters.popleft()
-            if not fut.done():
-                fut.set_result(None)
-                return
-        self.free += 1
+        """A call is done with its thread (called once per call, on the loop)."""
+        self.busy -= 1
         ctx = self.ctx
-        if ctx is not None and ctx.intake_paused and self.free >= self.resume_at:
+        if ctx is not None and ctx.intake_paused and self.size - self.busy >= self.resume_at:
             ctx.resume_intake()
 
     # -- a request -----------------------------------------------------------------------
@@ -1031,38 +1030,28 @@ class WSGIHandler:
                 except (ClientDisconnected, RuntimeError):
                     stream.abort()
                 return
-        if self.free:
-            self.free -= 1
-        else:
-            try:
-                await self._take_slot()
-            except BaseException:
-                if body is not None:
-                    body.close()
-                raise
         if stream.disconnected:
-            # The client left while its request waited for a thread: nobody is there
-            # to answer, and running the app anyway would do the work (a payment, a
-            # write) for nobody while other requests wait for the thread.
-            logger.info("%s left before a thread was free: %s %s not run",
-                        _client_name(stream), stream.method,
-                        stream.raw_path.decode("latin-1"))
-            self._release_slot()
+            _not_run(stream)  # gone while its body was read: nobody to answer
             if body is not None:
                 body.close()
             return
-        # The slot is released once: when the thread is done (a spooled response or a
-        # file may still be going out), or at the latest when the pump ends.
+        # The call is counted until it is released, once: when the thread is done (a
+        # spooled response or a file may still be going out), or at the latest when the
+        # pump ends (the finally below).
         loop = (self.ctx and self.ctx.loop) or asyncio.get_running_loop()
         exchange = _Exchange(loop, stream, self.response_buffer, self._release_slot,
                              self.spool_budget)
+        self.busy += 1
+        busy = self.busy
+        if busy > self.size and self.ctx is not None:
+            self.ctx.pause_intake()  # this call waits in the queue: read no more for now
         # The loop waits from the start: the thread's first post wakes it, and the
         # pump does not look for items before there can be any.
         exchange.waiter = first = loop.create_future()
         try:
-            call = _Call(self, stream, exchange, body, size)
+            call = _Call(self, stream, exchange, body, size, queued=busy > self.size)
             try:
-                self.pool.submit(call.run, self.size - self.free)
+                self.pool.submit(call.run, busy)
             except BaseException:
                 if body is not None:
                     body.close()
@@ -1146,6 +1135,11 @@ def _port_text(port: int) -> str:
     return text
 
 
+def _not_run(stream: Stream) -> None:
+    logger.info("%s left before a thread was free: %s %s not run", _client_name(stream),
+                stream.method, stream.raw_path.decode("latin-1"))
+
+
 def _client_name(stream: Stream) -> str:
     """``host:port`` of the stream's client, for a log line (``-`` when unknown)."""
     client = stream.client
@@ -1171,11 +1165,14 @@ class _Call:
     """One WSGI call, run in a pool thread: environ, start_response, the iterable, close()."""
 
     __slots__ = ("handler", "stream", "exchange", "body", "body_size", "status", "headers",
-                 "headers_sent", "content_length", "close", "held")
+                 "headers_sent", "content_length", "close", "held", "queued")
 
     def __init__(self, handler: WSGIHandler, stream: Stream, exchange: _Exchange,
-                 body: Any = None, body_size: int = 0) -> None:
+                 body: Any = None, body_size: int = 0, queued: bool = False) -> None:
         self.handler = handler
+        # Handed over while every thread was busy: it waited in the pool's queue, and
+        # the client may have left meanwhile (looked at first, on the thread).
+        self.queued = queued
         self.stream = stream
         self.exchange = exchange
         self.body = body  # the body read by _read_body (a file at 0), or None: not read
@@ -1278,7 +1275,15 @@ class _Call:
         exchange = self.exchange
         body = self.body
         try:
-            env = self.handler.environ(self.stream)
+            stream = self.stream
+            if self.queued and (stream.disconnected or exchange.gone):
+                # The client left (or a forced shutdown gave the request up) while the
+                # call waited in the queue: nobody is there to answer, and running the
+                # app anyway would do the work (a payment, a write) for nobody while
+                # other requests wait for the thread.
+                _not_run(stream)
+                return
+            env = self.handler.environ(stream)
             if body is not None:
                 # Read whole on the loop; the real size, also for a chunked body
                 # (Django reads a missing CONTENT_LENGTH as an empty body).
