@@ -855,3 +855,55 @@ def test_a_thread_that_cannot_start_fails_its_request_and_frees_the_slot():
         asyncio.run(main())
     finally:
         stop(handler)
+
+
+def test_intake_pauses_only_past_the_queue_mark_and_resumes_at_half(
+        monkeypatch: pytest.MonkeyPatch):
+    """Calls queue behind the busy threads; intake pauses only once more than
+    QUEUE_BEFORE_PAUSE wait (a flood), and resumes when the queue is down to half."""
+    from bivio.core.context import ServerContext
+
+    monkeypatch.setattr(wsgi, "QUEUE_BEFORE_PAUSE", 4)
+    gate = threading.Event()
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        if environ["PATH_INFO"] == "/hold":
+            gate.wait(LONG)
+        start_response("200 OK", [])
+        return [b"ok"]
+
+    handler = WSGIHandler(app, Config(threads=1))
+    ctx = ServerContext(Config(), handler)
+    handler.bind(ctx)
+    paused: list[bool] = []
+    real_resume = ctx.resume_intake
+
+    def resume() -> None:
+        paused.append(handler.queued)  # how many still wait when intake resumes
+        real_resume()
+
+    ctx.resume_intake = resume  # type: ignore[method-assign]
+
+    async def main() -> None:
+        held = RecordingStream(path=b"/hold")
+        tasks = [asyncio.create_task(handler(held))]
+        streams = [RecordingStream(path=f"/{i}".encode()) for i in range(5)]
+        for stream in streams[:4]:
+            tasks.append(asyncio.create_task(handler(stream)))
+        while handler.queued < 4:
+            await asyncio.sleep(0)
+        assert not ctx.intake_paused  # four waiting: not a flood yet
+        tasks.append(asyncio.create_task(handler(streams[4])))
+        while handler.queued < 5:
+            await asyncio.sleep(0)
+        assert ctx.intake_paused
+        gate.set()
+        await asyncio.wait_for(asyncio.gather(*tasks), LONG)
+        assert not ctx.intake_paused and handler.free == handler.size
+        assert all(bytes(s.body) == b"ok" for s in streams)
+
+    try:
+        asyncio.run(main())
+    finally:
+        stop(handler)
+    assert paused and paused[0] <= 2  # resumed once the queue was down to half

@@ -197,24 +197,37 @@ def test_a_recycled_worker_reports_its_last_counts() -> None:
 
 
 def test_busy_wsgi_threads_and_paused_intake(tmp_path: Path) -> None:
+    """The only thread is held; a flood of requests (more than QUEUE_BEFORE_PAUSE wait
+    for it) pauses intake; once the thread is free every request is answered."""
+    from bivio.adapters.wsgi import QUEUE_BEFORE_PAUSE
+
     running, url = start(WSGI_APP, "--threads", "1")
     gate = tmp_path / "release"
     held = threading.Thread(target=get, args=(running.port, f"/hold?{gate}"), daemon=True)
-    waiting = threading.Thread(target=get, args=(running.port, "/"), daemon=True)
+    flood = [socket.create_connection(("127.0.0.1", running.port), timeout=30)
+             for _ in range(QUEUE_BEFORE_PAUSE + 20)]
     try:
         held.start()
         assert wait_until(lambda: total(scrape(url), "bivio_wsgi_threads_busy") == 1)
         assert total(scrape(url), "bivio_wsgi_threads") == 1
-        waiting.start()  # no thread for it: intake pauses until /hold returns
+        assert total(scrape(url), "bivio_intake_paused_seconds_total") == 0
+        for sock in flood:  # no thread for them: they queue, and past the mark intake pauses
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
         assert wait_until(lambda: total(scrape(url), "bivio_intake_paused_seconds_total") > 0)
         gate.touch()
         held.join(30)
-        waiting.join(30)
+        for sock in flood:
+            data = b""
+            while chunk := sock.recv(65536):
+                data += chunk
+            assert data.startswith(b"HTTP/1.1 200")
         samples = scrape(url)
         assert total(samples, "bivio_wsgi_threads_busy") == 0
-        assert total(samples, "bivio_requests_total", interface="wsgi") == 2
+        assert total(samples, "bivio_requests_total", interface="wsgi") == len(flood) + 1
     finally:
         gate.touch()
+        for sock in flood:
+            sock.close()
         running.stop()
 
 

@@ -20,13 +20,17 @@ How a request flows, and why it is shaped this way:
   finishes takes the next call itself, with the GIL it already holds: under
   saturation requests run back to back without a context switch to the loop and
   back for each (waiting on the loop for a free thread cost 1.3 context switches
-  and about a quarter of the CPU a request on WSGI hello; 0.13 now). A queued call asks the
-  server context to pause intake (:meth:`bivio.context.ServerContext.pause_intake`):
-  connections stop reading new requests at their next request boundary, so
-  saturation leaves unread requests in the kernel's socket buffers instead of an
-  unbounded queue in memory (at most one waiting request per connection). Intake
-  resumes once a quarter of the pool is free again (hysteresis: saturation does
-  not flip per request). A call whose client left while it was queued is not run.
+  and about a quarter of the CPU a request on WSGI hello; 0.13 now). Once more than
+  ``QUEUE_BEFORE_PAUSE`` calls wait there, the handler asks the server context to
+  pause intake (:meth:`bivio.context.ServerContext.pause_intake`): connections
+  stop reading new requests at their next request boundary, so a flood leaves
+  unread requests in the kernel's socket buffers instead of an unbounded queue in
+  memory. Intake resumes once the queue is down to half that (hysteresis: a
+  saturated pool does not flip per request). Below the mark a queued call costs a
+  few kilobytes; pausing costs two epoll changes and some Python per connection
+  and request, which is why the pause waits for a real flood (an HTTP/1.1 client
+  has at most one request waiting anyway). A call whose client left while it was
+  queued is not run.
 - The app runs in a pool thread; everything the app does that needs the socket
   (reading ``wsgi.input``, writing the response) goes through one small
   :class:`_Exchange` per request: the thread appends items (head, data, file,
@@ -90,6 +94,7 @@ JOIN_MAX = 64 * 1024  # most response bytes joined into one new bytes object
 RESPONSE_BUFFER = 64 * 1024 * 1024  # --wsgi-response-buffer default: a response's spool cap
 SPOOL_MAX = 1024 * 1024 * 1024  # --wsgi-spool-max default: all the spools of a worker
 SPOOL_READ = 64 * 1024  # bytes the loop reads from a response spool per send
+QUEUE_BEFORE_PAUSE = 256  # calls waiting for a thread before intake pauses (a few KB each)
 
 # Items an app thread posts to the loop (first element of each tuple). ``_LAST`` follows
 # the last ``_DATA`` of a body the thread knows is complete (a list response), in the
@@ -958,7 +963,9 @@ class WSGIHandler:
         # Calls given to the pool and not yet released: running, or queued behind the
         # busy threads (see :attr:`free` and :attr:`queued`). The loop alone counts.
         self.busy = 0
-        self.resume_at = max(1, self.size // 4)
+        # Intake pauses above this many busy calls, resumes at or below resume_at.
+        self.pause_above = self.size + QUEUE_BEFORE_PAUSE
+        self.resume_at = self.size + QUEUE_BEFORE_PAUSE // 2
         self.ctx: ServerContext | None = None
         logger.info("WSGI application: %d thread%s per worker", self.size,
                     "" if self.size == 1 else "s")
@@ -1007,7 +1014,7 @@ class WSGIHandler:
         """A call is done with its thread (called once per call, on the loop)."""
         self.busy -= 1
         ctx = self.ctx
-        if ctx is not None and ctx.intake_paused and self.size - self.busy >= self.resume_at:
+        if ctx is not None and ctx.intake_paused and self.busy <= self.resume_at:
             ctx.resume_intake()
 
     # -- a request -----------------------------------------------------------------------
@@ -1043,8 +1050,8 @@ class WSGIHandler:
                              self.spool_budget)
         self.busy += 1
         busy = self.busy
-        if busy > self.size and self.ctx is not None:
-            self.ctx.pause_intake()  # this call waits in the queue: read no more for now
+        if busy > self.pause_above and self.ctx is not None:
+            self.ctx.pause_intake()  # a flood: the queue is long enough, read no more for now
         # The loop waits from the start: the thread's first post wakes it, and the
         # pump does not look for items before there can be any.
         exchange.waiter = first = loop.create_future()
