@@ -875,14 +875,13 @@ def test_intake_pauses_only_past_the_queue_mark_and_resumes_at_half(
     handler = WSGIHandler(app, Config(threads=1))
     ctx = ServerContext(Config(), handler)
     handler.bind(ctx)
-    paused: list[bool] = []
-    real_resume = ctx.resume_intake
+    paused: list[int] = []
 
-    def resume() -> None:
-        paused.append(handler.queued)  # how many still wait when intake resumes
-        real_resume()
+    class Held:
+        """A connection that held back: the resume reaches it."""
 
-    ctx.resume_intake = resume  # type: ignore[method-assign]
+        def resume_intake(self) -> None:
+            paused.append(handler.queued)  # how many still wait when intake resumes
 
     async def main() -> None:
         held = RecordingStream(path=b"/hold")
@@ -897,6 +896,7 @@ def test_intake_pauses_only_past_the_queue_mark_and_resumes_at_half(
         while handler.queued < 5:
             await asyncio.sleep(0)
         assert ctx.intake_paused
+        ctx.held.add(Held())  # type: ignore[arg-type]
         gate.set()
         await asyncio.wait_for(asyncio.gather(*tasks), LONG)
         assert not ctx.intake_paused and handler.free == handler.size

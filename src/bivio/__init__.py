@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from .core.version import __version__
+from . import compiled
+
+if compiled.disabled():  # before any compiled module can be imported
+    compiled.prefer_source()
+
+from .core.version import __version__  # noqa: E402
 
 __all__ = ["__version__", "run"]
 
