@@ -65,9 +65,15 @@ lint:
 	$(BIN)/ruff check src tests examples bench
 
 ## Install everything and run the whole test suite
+# The suite runs twice: on the compiled hot path (setup.py builds it in place) and on the
+# same .py files uncompiled (BIVIO_NO_EXTENSIONS=1, see src/bivio/compiled.py).
+HOT_PATH_CHECK := import bivio.compiled as c, sys; s = c.status(); print("bivio hot path:", s); \
+	sys.exit(s != "compiled" and "the compiled hot path did not build (no C compiler or Python headers?)")
 test: install-test
-	$(BIN)/ruff check src tests examples bench
+	$(BIN)/ruff check src tests examples bench setup.py
+	$(BIN)/python -c '$(HOT_PATH_CHECK)'
 	$(BIN)/pytest
+	BIVIO_NO_EXTENSIONS=1 $(BIN)/pytest
 
 ## Fuzz the HTTP/1.1 request path in-process (tests/fuzz_http1.py): 10^6 inputs, ends with
 ## one summary line (inputs, failures, time) and, on a failure, the minimal reproducer.

@@ -247,7 +247,8 @@ class Running:
             argv = [*wrap, *_through_interpreter(argv)]
         if pin is not None and shutil.which("taskset"):
             argv = ["taskset", "-c", pin, *argv]
-        env = {k: v for k, v in os.environ.items() if not k.startswith("BIVIO_")}
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith("BIVIO_") or k == "BIVIO_NO_EXTENSIONS"}
         env["PYTHONPATH"] = str(ROOT)
         env.pop("DJANGO_SETTINGS_MODULE", None)
         env.update(spec.extra_env)

@@ -89,9 +89,16 @@ class Running:
         return self.proc.returncode
 
 
+def env_without_bivio() -> dict[str, str]:
+    """``os.environ`` without the ``BIVIO_*`` settings a test must not inherit; only
+    ``BIVIO_NO_EXTENSIONS`` stays (it picks the variant under test, see ``make test``)."""
+    return {k: v for k, v in os.environ.items()
+            if not k.startswith("BIVIO_") or k == "BIVIO_NO_EXTENSIONS"}
+
+
 def start_bivio(*args: str, env: dict[str, str] | None = None, wait: bool = True,
                 cwd: Path | str = ROOT) -> Running:
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("BIVIO_")}
+    full_env = env_without_bivio()
     full_env["PYTHONUNBUFFERED"] = "1"
     full_env.update(env or {})
     argv = [sys.executable, "-m", "bivio", *args]

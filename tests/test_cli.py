@@ -93,7 +93,8 @@ async def async_two_args(scope, receive):
 
 def clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
-           if not k.startswith("BIVIO_") and k != "FORWARDED_ALLOW_IPS"}
+           if (not k.startswith("BIVIO_") or k == "BIVIO_NO_EXTENSIONS")
+           and k != "FORWARDED_ALLOW_IPS"}
     env["PYTHONUNBUFFERED"] = "1"
     env["COLUMNS"] = "200"
     env.update(extra or {})

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, wait_until
+from conftest import ROOT, env_without_bivio, wait_until
 
 pytest.importorskip("channels")
 
@@ -170,7 +170,7 @@ def test_a_path_that_answers_404_in_every_mode():
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "sigkill"])
 def test_ctrl_c_stops_every_server_and_prints_what_was_measured(sig: int):
     """SIGKILL cannot be caught: the servers then stop on their own (they die with it)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BIVIO_")}
+    env = env_without_bivio()
     proc = subprocess.Popen(
         [sys.executable, "-m", "bivio", "compare", "--django", PROJECT, "--path", "/sync/",
          "--duration", "30", "--concurrency", "1", "--no-progress"],

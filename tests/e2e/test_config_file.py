@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import subprocess
 import sys
 
 import httpx
-from conftest import ROOT, Running, free_port, wait_until
+from conftest import ROOT, Running, env_without_bivio, free_port, wait_until
 
 APP = '''
 async def app(scope, receive, send):
@@ -26,7 +25,7 @@ def bivio(cwd, *args: str) -> list[str]:
 
 
 def environment() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BIVIO_")}
+    env = env_without_bivio()
     env.update(PYTHONUNBUFFERED="1", PYTHONPATH=str(ROOT / "src"))
     return env
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import httpx
 import pytest
 from certs import make_certs
-from conftest import ROOT, Running, fill_placeholders, free_port, wait_until
+from conftest import ROOT, Running, env_without_bivio, fill_placeholders, free_port, wait_until
 
 from bivio.core.config import Config
 from bivio.process.errors import StartupError
@@ -212,7 +212,7 @@ def test_proxy_protocol_on_every_listener(serve) -> None:
 
 
 def run_bivio(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("BIVIO_")}
+    full_env = env_without_bivio()
     full_env.update(PYTHONUNBUFFERED="1", COLUMNS="200", **(env or {}))
     return subprocess.run([sys.executable, "-m", "bivio", *args], cwd=str(ROOT), env=full_env,
                           capture_output=True, text=True, timeout=60)

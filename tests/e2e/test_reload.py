@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
 
 import httpx
 import pytest
+from conftest import env_without_bivio
 
 from .test_workers import LONG, TIMEOUT, wait_until
 
@@ -145,7 +145,7 @@ def test_reload_keeps_the_old_django_worker_when_a_lazily_imported_view_breaks(s
 def test_a_django_app_with_a_broken_view_does_not_start(tmp_path):
     pytest.importorskip("django")
     django_project(tmp_path, BROKEN_VIEWS)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BIVIO_")}
+    env = env_without_bivio()
     env["DJANGO_SETTINGS_MODULE"] = "devsite.settings"
     result = subprocess.run([sys.executable, "-m", "bivio", "devsite.asgi:application",
                              "--port", "0", "--app-dir", str(tmp_path)],

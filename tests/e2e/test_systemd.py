@@ -28,7 +28,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import ROOT, Running, free_port, start_bivio, wait_until
+from conftest import ROOT, Running, env_without_bivio, free_port, start_bivio, wait_until
 
 from bivio.cli import build_parser
 
@@ -133,7 +133,7 @@ def listener() -> socket.socket:
 def activated(sock: socket.socket, *args: str, env: dict[str, str] | None = None) -> Running:
     """bivio started as systemd starts it: ``sock`` on fd 3, ``LISTEN_FDS=1``, and
     ``LISTEN_PID`` the pid of bivio itself (the shell's, which execs it)."""
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("BIVIO_")}
+    full_env = env_without_bivio()
     full_env.update(PYTHONUNBUFFERED="1", LISTEN_FDS="1", **(env or {}))
     fd = sock.fileno()
     command = " ".join(shlex.quote(a) for a in (sys.executable, "-m", "bivio", *args))

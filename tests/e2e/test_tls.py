@@ -27,7 +27,14 @@ from pathlib import Path
 import httpx
 import pytest
 from certs import PASSWORD, Certs, make_certs, reissue, serial_of
-from conftest import ROOT, read_one_response, read_until_close, start_bivio, wait_until
+from conftest import (
+    ROOT,
+    env_without_bivio,
+    read_one_response,
+    read_until_close,
+    start_bivio,
+    wait_until,
+)
 from websockets.asyncio.client import connect
 
 APP = "tests.apps.tls:app"
@@ -295,7 +302,7 @@ STARTUP_FAILURES = {
 
 
 def run_bivio(*args: str, timeout: float = LONG) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BIVIO_")}
+    env = env_without_bivio()
     return subprocess.run([sys.executable, "-m", "bivio", *args, "--port", "0"], cwd=ROOT,
                           env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True,
                           timeout=timeout)
