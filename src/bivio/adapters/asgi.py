@@ -29,16 +29,36 @@ from .asgi_scope import connection_scope
 from .asgi_ws import ASGIWebSocketHandler
 
 DISCONNECT = {"type": "http.disconnect"}
+_EXHAUSTED = iter(())
+
+
+class _Ready:
+    """What ``send`` returns when it is already done: awaiting it returns at once.
+
+    Cheaper than a coroutine (no frame, no object per call; an exhausted
+    iterator ends the ``await`` without a StopIteration).
+    """
+
+    __slots__ = ()
+
+    def __await__(self) -> Any:
+        return _EXHAUSTED
+
+
+READY = _Ready()
 
 
 class HTTPCycle:
     """``receive`` and ``send`` for one request: the ASGI message state machine."""
 
     __slots__ = ("stream", "body_done", "started", "complete", "more_trailers", "trailers",
-                 "gone")
+                 "gone", "nowait")
 
     def __init__(self, stream: Stream) -> None:
         self.stream = stream
+        # The stream answers without a coroutine when nothing has to wait (HTTP/1.1:
+        # see :meth:`bivio.protocols.http1.H1Stream.send_body_nowait`): send's fast path.
+        self.nowait = hasattr(type(stream), "send_body_nowait")
         self.body_done = False
         self.started = False
         self.complete = False
@@ -62,7 +82,32 @@ class HTTPCycle:
         self.gone = True
         return DISCONNECT
 
-    async def send(self, message: dict[str, Any]) -> None:
+    def send(self, message: dict[str, Any]) -> Any:
+        """ASGI ``send``: an awaitable; HTTP/1.1's common cases complete before it is awaited."""
+        if self.nowait:
+            kind = message["type"]
+            if kind == "http.response.body" and self.started and not self.complete:
+                more = message.get("more_body", False)
+                if not more and not self.more_trailers:
+                    self.complete = True
+                waiter = self.stream.send_body_nowait(message.get("body", b""), more)
+                return READY if waiter is None else waiter
+            if kind == "http.response.start" and not self.started:
+                self.started = True
+                trailers = bool(message.get("trailers", False))
+                self.more_trailers = trailers
+                status = message["status"]
+                try:
+                    headers = [(n, v) if type(n) is bytes is type(v) else (bytes(n), bytes(v))
+                               for n, v in message.get("headers", ())]
+                except (TypeError, ValueError):
+                    raise TypeError("ASGI headers must be an iterable of [bytes, bytes] pairs") \
+                        from None
+                self.stream.start_response_nowait(status, headers, trailers)
+                return READY
+        return self._send(message)
+
+    async def _send(self, message: dict[str, Any]) -> None:
         kind = message["type"]
         stream = self.stream
         if kind == "http.response.body":

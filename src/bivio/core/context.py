@@ -175,6 +175,10 @@ class ServerContext:
         self.default_headers = b""
         self.default_header_pairs: list[tuple[bytes, bytes]] = []
         self._date_timer: asyncio.TimerHandle | None = None
+        # Read per request: kept here, not looked up on the (frozen) config each time.
+        self._reset_contextvars = config.reset_contextvars
+        self._limit_concurrency = config.limit_concurrency
+        self._task_done_cb = self._task_done
         self.refresh_date()
 
     def refresh_date(self) -> None:
@@ -217,7 +221,7 @@ class ServerContext:
         return len(self.tasks)
 
     def over_capacity(self) -> bool:
-        limit = self.config.limit_concurrency
+        limit = self._limit_concurrency
         return limit is not None and len(self.tasks) >= limit
 
     def pause_intake(self) -> None:
@@ -254,7 +258,7 @@ class ServerContext:
         self.requests += 1
         loop = self.loop or asyncio.get_running_loop()
         # --reset-contextvars: an empty context instead of a copy of the current one.
-        context = contextvars.Context() if self.config.reset_contextvars else None
+        context = contextvars.Context() if self._reset_contextvars else None
         if _EAGER:
             task = asyncio.Task(self.handler(stream), loop=loop, eager_start=True,
                                 context=context)
@@ -267,7 +271,7 @@ class ServerContext:
         else:  # Python 3.10's create_task takes no context: create it inside the new one
             task = context.run(loop.create_task, self.handler(stream))  # type: ignore[arg-type]
         self.tasks[task] = stream
-        task.add_done_callback(self._task_done)
+        task.add_done_callback(self._task_done_cb)
         return task
 
     def _task_done(self, task: asyncio.Task[None]) -> None:

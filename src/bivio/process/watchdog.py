@@ -173,6 +173,9 @@ def _stream_local(frame: FrameType | None) -> Any:
     return None
 
 
+_LOOP_PACKAGES = ("asyncio", "uvloop")  # whose frames run the loop, not a request
+
+
 def _format_stack(frame: FrameType | None, task: asyncio.Task[Any] | None) -> str:
     """The loop thread's stack, from the running Task's coroutine inward when it is on
     the stack (the event loop's own frames above it say nothing)."""
@@ -185,6 +188,14 @@ def _format_stack(frame: FrameType | None, task: asyncio.Task[Any] | None) -> st
     coro_frame = getattr(task.get_coro(), "cr_frame", None) if task is not None else None
     if coro_frame is not None and coro_frame in frames:
         frames = frames[:frames.index(coro_frame) + 1]
+    else:
+        # The Task's coroutine has no frame (compiled: bivio's optional compiled hot
+        # path runs the ASGI handler's coroutine): start after the event loop's own
+        # frames instead, the innermost of asyncio's or uvloop's (frames is innermost first).
+        for i, f in enumerate(frames):
+            if i and f.f_globals.get("__name__", "").partition(".")[0] in _LOOP_PACKAGES:
+                frames = frames[:i]
+                break
     summary = traceback.StackSummary.extract(
         ((f, f.f_lineno) for f in reversed(frames)), lookup_lines=True)
     return "".join(summary.format()).rstrip("\n")

@@ -19,13 +19,10 @@ slowly, never times out.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..core.logs import logger
 from ..core.stream import ClientDisconnected
-
-if TYPE_CHECKING:
-    from ..core.context import ServerContext
 
 # After an error answer: read and drop what the client still sends, at most this
 # long and this much, then close (the client's EOF closes at once).
@@ -36,15 +33,11 @@ LINGER_BYTES = 1024 * 1024
 class WriteFlow:
     """Mixin for an :class:`asyncio.Protocol`; call :meth:`_init_write_flow` in ``__init__``."""
 
-    loop: asyncio.AbstractEventLoop
-    transport: Any
-    write_paused: bool
-    send_timed_out: bool
-    _drain_waiters: list[asyncio.Future[None]]
-    _send_timeout: float
-    _send_timer: asyncio.TimerHandle | None
-    # Where a dropped slow reader is counted (the worker's context; metrics).
-    counts: ServerContext | None = None
+    # Attributes (declared in flow.pxd when compiled): loop, transport, write_paused,
+    # send_timed_out, _drain_waiters, _send_timeout, _send_timer, and counts (where a
+    # dropped slow reader is counted: the worker's context; metrics), set by
+    # _init_write_flow. No class-level annotations or defaults: compiled, this is an
+    # extension type and they would shadow its slots.
 
     def _init_write_flow(self, send_timeout: float = 0.0) -> None:
         """``send_timeout``: drop the client after this long paused (--timeout-send; 0: never)."""
@@ -53,6 +46,8 @@ class WriteFlow:
         self._drain_waiters = []
         self._send_timeout = send_timeout
         self._send_timer = None
+        if not hasattr(self, "counts"):
+            self.counts = None
 
     def pause_writing(self) -> None:
         self.write_paused = True
@@ -127,10 +122,7 @@ class StreamWaiters:
     ``_waiters`` list slot.
     """
 
-    __slots__ = ()
-
-    conn: Any
-    _waiters: list[asyncio.Future[None]]
+    __slots__ = ("_waiters",)
 
     def _wake(self) -> None:
         waiters = self._waiters

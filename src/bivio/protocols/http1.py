@@ -43,6 +43,8 @@ from .proxy import Proxied, apply_proxy_headers
 from .tls import connection_tls
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable
+
     from .websocket import WebSocket
 
 PROTOCOL = "http/1.1"  # the ALPN name, for the per-response hook
@@ -108,7 +110,7 @@ class H1Stream(StreamWaiters):
         "conn", "method", "http_version", "scheme", "raw_path", "query_string", "target",
         "headers", "client", "server", "keep_alive", "expect_continue", "head_only",
         "response_started", "response_complete", "disconnected", "body_complete",
-        "_body", "_waiters", "_status", "_resp_headers", "_head_written", "_mode",
+        "_body", "_status", "_resp_headers", "_head_written", "_mode",
         "_length", "_trailers", "sent", "_started_at", "received", "upgrade", "body_length",
         "interface", "tls",
     )
@@ -116,39 +118,8 @@ class H1Stream(StreamWaiters):
     def __init__(self, conn: H1Connection, method: str, version: str, target: bytes,
                  headers: Headers, keep_alive: bool, expect_continue: bool,
                  body_length: int | None = 0) -> None:
-        self.conn = conn
-        self.method = method
-        self.http_version = version
-        self.scheme = conn.scheme
-        self.target = target
-        self.headers = headers
-        self.client = conn.client
-        self.server = conn.server
-        self.tls = conn.tls
-        self.keep_alive = keep_alive
-        self.expect_continue = expect_continue
-        self.head_only = method == "HEAD"
-        self.response_started = False
-        self.response_complete = False
-        self.disconnected = False
-        self.body_complete = False
-        self._body = bytearray()
-        self._waiters: list[asyncio.Future[None]] = []
-        self._status = 0
-        self._resp_headers: Headers = []
-        self._head_written = False
-        self._mode = 0  # 0 length, 1 chunked, 2 until close, 3 no body
-        self._length: int | None = None
-        self._trailers = False
-        self.sent = 0
-        self._started_at = time.monotonic()
-        self.received = 0  # request body bytes so far, for --limit-request-body
-        self.upgrade: str | None = None  # "websocket": the handler may open_websocket()
-        self.body_length = body_length  # 0: none, N: Content-Length, None: chunked
-        self.interface = "-"  # set by the handler that answers
-        path, _, query = target.partition(b"?")
-        self.raw_path = path
-        self.query_string = query
+        _init_stream(self, conn, method, version, target, headers, keep_alive, expect_continue,
+                     body_length)
 
     # -- request body ---------------------------------------------------------------
 
@@ -197,6 +168,11 @@ class H1Stream(StreamWaiters):
         )
 
     async def start_response(self, status: int, headers: Headers, trailers: bool = False) -> None:
+        self.start_response_nowait(status, headers, trailers)
+
+    def start_response_nowait(self, status: int, headers: Headers,
+                              trailers: bool = False) -> None:
+        """start_response() without the coroutine: it never waits (an adapter's fast path)."""
         if self.disconnected:  # first: the server may have answered itself (a 400, a 408)
             raise ClientDisconnected()
         if self.response_started:
@@ -276,6 +252,66 @@ class H1Stream(StreamWaiters):
         return b"".join(parts)
 
     async def send_body(self, data: bytes, more: bool) -> None:
+        state = self._send_body_now(data, more)
+        if state == 1:
+            await self.conn.drain()
+        elif state == 2:
+            await self._send_body_slow(data, more)
+
+    def send_body_nowait(self, data: bytes, more: bool) -> Awaitable[None] | None:
+        """send_body() without a coroutine when nothing waits (an adapter's fast path).
+
+        None: done; otherwise an awaitable the caller must await (the write flow's
+        drain, or the rest of a large body).
+        """
+        state = self._send_body_now(data, more)
+        if state == 0:
+            return None
+        if state == 1:
+            return self.conn.drain()
+        return self._send_body_slow(data, more)
+
+    def _send_body_now(self, data: bytes, more: bool) -> int:
+        """send_body() as far as it goes without waiting.
+
+        0: done; 1: written, but the caller must ``await conn.drain()``; 2: nothing
+        done, a large body: the caller must ``await _send_body_slow()``.
+        """
+        if self.response_complete:
+            return 0
+        if len(data) > SEND_SLICE:
+            return 2
+        if self.disconnected:
+            raise ClientDisconnected()
+        if not self.response_started:
+            raise RuntimeError("body sent before the response started")
+        conn = self.conn
+        out = b"" if self._head_written else self._head(None if more else len(data))
+        mode = self._mode
+        if data:
+            if mode == 0:
+                self.sent += len(data)
+                if self.sent > self._length:  # type: ignore[operator]
+                    self.abort()
+                    raise RuntimeError("response body longer than its Content-Length")
+                out += data
+            elif mode == 1:
+                self.sent += len(data)
+                out += b"%x\r\n" % len(data) + data + b"\r\n"
+            elif mode == 2:
+                self.sent += len(data)
+                out += data
+        if not more and not self._trailers:
+            if mode == 1:
+                out += b"0\r\n\r\n"
+            conn.transport.write(out)
+            self._finish()
+            return 0
+        if out:
+            conn.transport.write(out)
+        return 1 if conn.write_paused else 0
+
+    async def _send_body_slow(self, data: bytes, more: bool) -> None:
         if self.response_complete:
             return
         if self.disconnected:
@@ -404,6 +440,46 @@ class H1Stream(StreamWaiters):
                          self.target.decode("latin-1"), self.headers, conn._switch_to_websocket)
 
 
+def _init_stream(self: H1Stream, conn: H1Connection, method: str, version: str, target: bytes,
+                 headers: Headers, keep_alive: bool, expect_continue: bool,
+                 body_length: int | None) -> None:
+    """H1Stream.__init__, callable on ``H1Stream.__new__(H1Stream)`` (compiled: no
+    argument parsing, the connection's hot path)."""
+    self.conn = conn
+    self.method = method
+    self.http_version = version
+    self.scheme = conn.scheme
+    self.target = target
+    self.headers = headers
+    self.client = conn.client
+    self.server = conn.server
+    self.tls = conn.tls
+    self.keep_alive = keep_alive
+    self.expect_continue = expect_continue
+    self.head_only = method == "HEAD"
+    self.response_started = False
+    self.response_complete = False
+    self.disconnected = False
+    self.body_complete = False
+    self._body = bytearray()
+    self._waiters: list[asyncio.Future[None]] = []
+    self._status = 0
+    self._resp_headers: Headers = []
+    self._head_written = False
+    self._mode = 0  # 0 length, 1 chunked, 2 until close, 3 no body
+    self._length: int | None = None
+    self._trailers = False
+    self.sent = 0
+    self._started_at = time.monotonic()
+    self.received = 0  # request body bytes so far, for --limit-request-body
+    self.upgrade: str | None = None  # "websocket": the handler may open_websocket()
+    self.body_length = body_length  # 0: none, N: Content-Length, None: chunked
+    self.interface = "-"  # set by the handler that answers
+    path, _, query = target.partition(b"?")
+    self.raw_path = path
+    self.query_string = query
+
+
 def _without(defaults: bytes, name: bytes) -> bytes:
     """Drop one default header (the app set its own)."""
     start = defaults.find(name + b": ")
@@ -413,13 +489,16 @@ def _without(defaults: bytes, name: bytes) -> bytes:
     return defaults[:start] + defaults[end:]
 
 
-class H1Connection(WriteFlow, asyncio.Protocol):
-    """One HTTP/1.1 connection: parse, enforce limits, frame responses."""
+class H1Connection(WriteFlow):
+    """One HTTP/1.1 connection: parse, enforce limits, frame responses.
 
-    #: ``(client, server)`` from a PROXY protocol header, set before connection_made.
-    proxied: Proxied = None
+    An asyncio protocol by its methods (the loop needs no asyncio.Protocol base):
+    compiled, this is an extension type, which cannot inherit a Python class.
+    """
 
     def __init__(self, ctx: ServerContext, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        #: ``(client, server)`` from a PROXY protocol header, set before connection_made.
+        self.proxied: Proxied = None
         self.ctx = ctx
         self.config = ctx.config
         self.loop = loop or asyncio.get_running_loop()
@@ -467,6 +546,7 @@ class H1Connection(WriteFlow, asyncio.Protocol):
         self._max_fields = cfg.limit_request_fields
         self._max_field_size = cfg.limit_request_field_size
         self._body_timeout = cfg.timeout_request_body
+        self._keep_alive = cfg.timeout_keep_alive
         self._head_limit = (cfg.limit_request_line + 2
                             + cfg.limit_request_fields * (cfg.limit_request_field_size + 4) + 2)
         if cfg.h11_max_incomplete_event_size is not None:  # uvicorn's cap on a head
@@ -689,9 +769,10 @@ class H1Connection(WriteFlow, asyncio.Protocol):
             if limit and content_length > limit:
                 raise _Reject(413, "Request body too large")
             body_length = content_length
-        stream = H1Stream(self, method, version, target, headers,
-                          parser.should_keep_alive(), expect_continue and version == "1.1",
-                          body_length)
+        stream = H1Stream.__new__(H1Stream)
+        _init_stream(stream, self, method, version, target, headers,
+                     parser.should_keep_alive(), expect_continue and version == "1.1",
+                     body_length)
         if target[:1] != b"/" and target != b"*":
             _absolute_form(stream, target)
         if upgrade is not None and version == "1.1" and parser.should_upgrade():
@@ -802,7 +883,7 @@ class H1Connection(WriteFlow, asyncio.Protocol):
         if self._reading_paused:
             self._resume_reading()
         if self._parsing is None and not self._in_head:
-            self._set_timer(self.config.timeout_keep_alive, self._on_idle_timeout)
+            self._set_timer(self._keep_alive, self._on_idle_timeout)
 
     def _switch_to_websocket(self, ws: WebSocket, headers: Headers) -> bytes:
         """An accepted WebSocket: write the 101 with ``headers``, hand the socket over.

@@ -126,7 +126,7 @@ class H2Stream(StreamWaiters):
         "conn", "stream_id", "method", "http_version", "scheme", "raw_path", "query_string",
         "target", "headers", "client", "server", "tls", "body_length", "upgrade", "interface",
         "response_started", "response_complete", "disconnected", "body_complete",
-        "head_only", "sent", "received", "_body", "_unacked", "_waiters", "_status",
+        "head_only", "sent", "received", "_body", "_unacked", "_status",
         "_resp_headers", "_trailers", "_head_sent", "_no_body", "_out", "_out_size",
         "_out_end", "_ended", "_started_at", "_last_body", "_task", "_counted", "_websocket",
         "_send_deadline",

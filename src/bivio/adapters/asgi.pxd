@@ -1,0 +1,18 @@
+cdef class _Ready:
+    pass
+
+cdef class HTTPCycle:
+    cdef public object stream
+    cdef public bint body_done
+    cdef public bint started
+    cdef public bint complete
+    cdef public bint more_trailers
+    cdef public list trailers
+    cdef public bint gone
+    cdef public bint nowait
+
+cdef class ASGIHandler:
+    cdef public object app
+    cdef public object root_path
+    cdef public object state
+    cdef public object _ws_handler

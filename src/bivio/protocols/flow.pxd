@@ -1,0 +1,15 @@
+cdef class WriteFlow:
+    cdef public object loop
+    cdef public object transport
+    cdef public bint write_paused
+    cdef public bint send_timed_out
+    cdef public list _drain_waiters
+    cdef public double _send_timeout
+    cdef public object _send_timer
+    cdef public object counts
+
+    cpdef _release_writers(self)
+
+cdef class StreamWaiters:
+    cdef public list _waiters
+    cpdef _wake(self)

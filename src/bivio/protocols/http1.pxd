@@ -1,0 +1,112 @@
+cimport cython
+from bivio.protocols.flow cimport StreamWaiters, WriteFlow
+from bivio.core.context cimport ServerContext
+
+cdef class H1Connection
+
+cpdef bytes status_line(int status)
+cpdef bytes _without(bytes defaults, bytes name)
+
+cdef class H1Stream(StreamWaiters):
+    cdef public H1Connection conn
+    cdef public str method
+    cdef public str http_version
+    cdef public str scheme
+    cdef public bytes raw_path
+    cdef public bytes query_string
+    cdef public bytes target
+    cdef public object headers
+    cdef public object client
+    cdef public object server
+    cdef public bint keep_alive
+    cdef public bint expect_continue
+    cdef public bint head_only
+    cdef public bint response_started
+    cdef public bint response_complete
+    cdef public bint disconnected
+    cdef public bint body_complete
+    cdef public bytearray _body
+    cdef public int _status
+    cdef public object _resp_headers
+    cdef public bint _head_written
+    cdef public int _mode
+    cdef public object _length
+    cdef public bint _trailers
+    cdef public long long sent
+    cdef public double _started_at
+    cdef public long long received
+    cdef public object upgrade
+    cdef public object body_length
+    cdef public object interface
+    cdef public object tls
+
+    cpdef _feed(self, bytes data)
+    cpdef start_response_nowait(self, object status, object headers, bint trailers=*)
+    cpdef int _send_body_now(self, object data, bint more) except -1
+    cpdef object send_body_nowait(self, object data, bint more)
+    @cython.locals(conn=H1Connection, status=cython.int, parts=list, defaults=bytes, lname=bytes,
+                   name=bytes, value=bytes, line=bytes)
+    cpdef bytes _head(self, object known_length)
+    cpdef _finish(self)
+    cpdef close_after_response(self)
+    cpdef abort(self)
+
+
+cdef class H1Connection(WriteFlow):
+    cdef public object proxied
+    cdef public ServerContext ctx
+    cdef public object config
+    cdef public object parser
+    cdef public object client
+    cdef public object server
+    cdef public str scheme
+    cdef public object tls
+    cdef public bint trusted_proxy
+    cdef public bint _reading_paused
+    cdef public object _timer
+    cdef public double _timer_when
+    cdef public double _timer_at
+    cdef public object _timer_cb
+    cdef public H1Stream _current
+    cdef public object _pending
+    cdef public H1Stream _parsing
+    cdef public bytes _url
+    cdef public list _headers
+    cdef public Py_ssize_t _head_bytes
+    cdef public bint _in_head
+    cdef public bint _closed
+    cdef public object _deferred_error
+    cdef public bint _upgrade_seen
+    cdef public bytes _upgrade_tail
+    cdef public object _h2c
+    cdef public Py_ssize_t _raw_left
+    cdef public bint _eof
+    cdef public bint _served
+    cdef public bint _intake_held
+    cdef public bint _linger_on_close
+    cdef public bytes _chunk
+    cdef public object _line_parts
+    cdef public Py_ssize_t _line_room
+    cdef public Py_ssize_t _line_cap
+    cdef public Py_ssize_t _max_line
+    cdef public Py_ssize_t _max_fields
+    cdef public Py_ssize_t _max_field_size
+    cdef public double _body_timeout
+    cdef public Py_ssize_t _head_limit
+    cdef public double _keep_alive
+
+    cpdef _start(self, H1Stream stream)
+    cpdef bint closing_after_current(self, H1Stream stream)
+    cpdef _response_done(self, H1Stream stream)
+    cpdef _next_request(self, H1Stream stream)
+    cpdef _body_consumed(self, H1Stream stream)
+    cpdef _set_timer(self, double delay, object callback)
+    cpdef _cancel_timer(self)
+    cpdef _pause_reading(self)
+    cpdef _resume_reading(self)
+    cpdef close_now(self)
+    cpdef bint is_idle(self)
+    cpdef _arm_body_timer(self)
+
+cdef _init_stream(H1Stream self, H1Connection conn, str method, str version, bytes target,
+                  object headers, bint keep_alive, bint expect_continue, object body_length)
