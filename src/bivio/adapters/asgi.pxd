@@ -11,6 +11,8 @@ cdef class HTTPCycle:
     cdef public bint gone
     cdef public bint nowait
 
+    cpdef tuple _start(self, object message)
+
 cdef class ASGIHandler:
     cdef public object app
     cdef public object root_path

@@ -93,19 +93,25 @@ class HTTPCycle:
                 waiter = self.stream.send_body_nowait(message.get("body", b""), more)
                 return READY if waiter is None else waiter
             if kind == "http.response.start" and not self.started:
-                self.started = True
-                trailers = bool(message.get("trailers", False))
-                self.more_trailers = trailers
-                status = message["status"]
-                try:
-                    headers = [(n, v) if type(n) is bytes is type(v) else (bytes(n), bytes(v))
-                               for n, v in message.get("headers", ())]
-                except (TypeError, ValueError):
-                    raise TypeError("ASGI headers must be an iterable of [bytes, bytes] pairs") \
-                        from None
+                status, headers, trailers = self._start(message)
                 self.stream.start_response_nowait(status, headers, trailers)
                 return READY
         return self._send(message)
+
+    def _start(self, message: dict[str, Any]) -> tuple[Any, list[tuple[bytes, bytes]], bool]:
+        """Take an ``http.response.start`` message: (status, headers, trailers)."""
+        self.started = True
+        trailers = bool(message.get("trailers", False))
+        self.more_trailers = trailers
+        status = message["status"]  # first, as before: a KeyError wins over bad headers
+        # _header_list(), inline: pairs of bytes (the usual case) skip the bytes()
+        # conversion of each name and value.
+        try:
+            headers = [(n, v) if type(n) is bytes is type(v) else (bytes(n), bytes(v))
+                       for n, v in message.get("headers", ())]
+        except (TypeError, ValueError):
+            raise TypeError("ASGI headers must be an iterable of [bytes, bytes] pairs") from None
+        return status, headers, trailers
 
     async def _send(self, message: dict[str, Any]) -> None:
         kind = message["type"]
@@ -124,18 +130,7 @@ class HTTPCycle:
         elif kind == "http.response.start":
             if self.started:
                 raise RuntimeError("'http.response.start' sent twice")
-            self.started = True
-            trailers = bool(message.get("trailers", False))
-            self.more_trailers = trailers
-            status = message["status"]  # first, as before: a KeyError wins over bad headers
-            # _header_list(), inline: one Python call fewer on every response; pairs of
-            # bytes (the usual case) skip the bytes() conversion of each name and value.
-            try:
-                headers = [(n, v) if type(n) is bytes is type(v) else (bytes(n), bytes(v))
-                           for n, v in message.get("headers", ())]
-            except (TypeError, ValueError):
-                raise TypeError("ASGI headers must be an iterable of [bytes, bytes] pairs") \
-                    from None
+            status, headers, trailers = self._start(message)
             await stream.start_response(status, headers, trailers)
         elif kind == "http.response.trailers":
             if not self.more_trailers:

@@ -43,6 +43,7 @@ cdef class H1Stream(StreamWaiters):
     cpdef _feed(self, bytes data)
     cpdef start_response_nowait(self, object status, object headers, bint trailers=*)
     cpdef int _send_body_now(self, object data, bint more) except -1
+    cpdef int _write_end(self, object out, bint more) except -1
     cpdef object send_body_nowait(self, object data, bint more)
     @cython.locals(conn=H1Connection, status=cython.int, parts=list, defaults=bytes, lname=bytes,
                    name=bytes, value=bytes, line=bytes)

@@ -285,7 +285,6 @@ class H1Stream(StreamWaiters):
             raise ClientDisconnected()
         if not self.response_started:
             raise RuntimeError("body sent before the response started")
-        conn = self.conn
         out = b"" if self._head_written else self._head(None if more else len(data))
         mode = self._mode
         if data:
@@ -301,8 +300,16 @@ class H1Stream(StreamWaiters):
             elif mode == 2:
                 self.sent += len(data)
                 out += data
+        return self._write_end(out, more)
+
+    def _write_end(self, out: bytes, more: bool) -> int:
+        """Write what is left of a send (``out``); end the response when it is complete.
+
+        1: the caller must ``await conn.drain()`` (the client reads slowly); else 0.
+        """
+        conn = self.conn
         if not more and not self._trailers:
-            if mode == 1:
+            if self._mode == 1:
                 out += b"0\r\n\r\n"
             conn.transport.write(out)
             self._finish()
@@ -312,40 +319,18 @@ class H1Stream(StreamWaiters):
         return 1 if conn.write_paused else 0
 
     async def _send_body_slow(self, data: bytes, more: bool) -> None:
+        """A body larger than :data:`SEND_SLICE`: written in slices as the client reads."""
         if self.response_complete:
             return
         if self.disconnected:
             raise ClientDisconnected()
         if not self.response_started:
             raise RuntimeError("body sent before the response started")
-        conn = self.conn
         out = b"" if self._head_written else self._head(None if more else len(data))
-        mode = self._mode
-        if data:
-            if len(data) > SEND_SLICE and mode != 3:
-                out = await self._send_sliced(out, data)
-            elif mode == 0:
-                self.sent += len(data)
-                if self.sent > self._length:  # type: ignore[operator]
-                    self.abort()
-                    raise RuntimeError("response body longer than its Content-Length")
-                out += data
-            elif mode == 1:
-                self.sent += len(data)
-                out += b"%x\r\n" % len(data) + data + b"\r\n"
-            elif mode == 2:
-                self.sent += len(data)
-                out += data
-        if not more and not self._trailers:
-            if mode == 1:
-                out += b"0\r\n\r\n"
-            conn.transport.write(out)
-            self._finish()
-            return
-        if out:
-            conn.transport.write(out)
-        if conn.write_paused:
-            await conn.drain()
+        if self._mode != 3:
+            out = await self._send_sliced(out, data)
+        if self._write_end(out, more):
+            await self.conn.drain()
 
     async def _send_sliced(self, out: bytes, data: bytes) -> bytes:
         """Write ``out`` and a large ``data`` in :data:`SEND_SLICE` pieces.
