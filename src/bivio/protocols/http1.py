@@ -279,12 +279,12 @@ class H1Stream(StreamWaiters):
         """
         if self.response_complete:
             return 0
-        if len(data) > SEND_SLICE:
-            return 2
         if self.disconnected:
             raise ClientDisconnected()
         if not self.response_started:
             raise RuntimeError("body sent before the response started")
+        if len(data) > SEND_SLICE:
+            return 2
         out = b"" if self._head_written else self._head(None if more else len(data))
         mode = self._mode
         if data:
@@ -319,13 +319,8 @@ class H1Stream(StreamWaiters):
         return 1 if conn.write_paused else 0
 
     async def _send_body_slow(self, data: bytes, more: bool) -> None:
-        """A body larger than :data:`SEND_SLICE`: written in slices as the client reads."""
-        if self.response_complete:
-            return
-        if self.disconnected:
-            raise ClientDisconnected()
-        if not self.response_started:
-            raise RuntimeError("body sent before the response started")
+        """A body larger than :data:`SEND_SLICE`: written in slices as the client reads
+        (after :meth:`_send_body_now`'s checks)."""
         out = b"" if self._head_written else self._head(None if more else len(data))
         if self._mode != 3:
             out = await self._send_sliced(out, data)
