@@ -525,6 +525,26 @@ class _Exchange:
             if self.thread_waiting and self.pending <= LOW_WATER and self.cond is not None:
                 self.cond.notify_all()
 
+    async def _send_data(self, data: bytes, more: bool, finished: bool) -> None:
+        """Send response bytes the thread posted (unless the response is given up), then
+        take them off the queued count. ``finished``: the thread is done, so nobody
+        else writes the count or waits on it (no lock, no wake-up)."""
+        if not self.gone:
+            try:
+                step = _first_step(self.stream.send_body(data, more))
+                if step is not None:
+                    await _watch_rest(step[0], step[1], self._set_blocked)
+            except ClientDisconnected:
+                self._abandon()
+            except Exception as exc:  # e.g. more than the announced Content-Length
+                logger.error("WSGI response could not be sent: %s", exc)
+                self.stream.abort()
+                self._abandon()
+        if finished:
+            self.pending -= len(data)
+        else:
+            self._sent(len(data))
+
     async def pump(self, first: asyncio.Future[None] | None = None) -> None:
         """Carry out what the thread posts until it posts ``_END``.
 
@@ -564,21 +584,7 @@ class _Exchange:
                             await stream.start_response(item[1], item[2])
                         except ClientDisconnected:
                             self._abandon()
-                    if not self.gone:
-                        try:
-                            step = _first_step(stream.send_body(data, False))
-                            if step is not None:
-                                await _watch_rest(step[0], step[1], self._set_blocked)
-                        except ClientDisconnected:
-                            self._abandon()
-                        except Exception as exc:  # e.g. more than the announced Content-Length
-                            logger.error("WSGI response could not be sent: %s", exc)
-                            stream.abort()
-                            self._abandon()
-                    if finished:
-                        self.pending -= len(data)
-                    else:
-                        self._sent(len(data))
+                    await self._send_data(data, False, finished)
                 elif tag == _DATA:
                     data = item[1]
                     if i < count and items[i][0] == _DATA:
@@ -596,21 +602,7 @@ class _Exchange:
                         if len(parts) > 1:
                             data = b"".join(parts)
                     last = i < count and (items[i][0] == _END or items[i][0] == _LAST)
-                    if not self.gone:
-                        try:
-                            step = _first_step(stream.send_body(data, not last))
-                            if step is not None:
-                                await _watch_rest(step[0], step[1], self._set_blocked)
-                        except ClientDisconnected:
-                            self._abandon()
-                        except Exception as exc:  # e.g. more than the announced Content-Length
-                            logger.error("WSGI response could not be sent: %s", exc)
-                            stream.abort()
-                            self._abandon()
-                    if finished:  # the thread is done: nobody else writes it or waits on it
-                        self.pending -= len(data)
-                    else:
-                        self._sent(len(data))
+                    await self._send_data(data, not last, finished)
                 elif tag == _SPOOL:
                     offset, size = item[1], item[2]
                     while i < count and items[i][0] == _SPOOL:  # contiguous: one range
