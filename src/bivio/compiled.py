@@ -1,9 +1,11 @@
 """The optional compiled hot path: which modules, whether they are compiled, and the switch.
 
 A few hot modules (the HTTP/1.1 protocol, write flow control, the server context,
-the ASGI adapter) are plain Python that Cython can compile in pure-Python mode:
-the ``.pxd`` file beside each ``.py`` declares its classes as extension types
-with typed attributes, and ``setup.py`` builds them when Cython and a C compiler
+the header validator, the ASGI adapter and its scope builder) are plain Python
+that Cython can compile in pure-Python mode: the ``.pxd`` file beside each ``.py``
+declares its classes as extension types with typed attributes (a module of
+functions only has one too, saying so: compiled, its calls skip the
+interpreter's frames), and ``setup.py`` builds them when Cython and a C compiler
 are there (``pip install`` falls back to the ``.py`` files otherwise). The
 ``.py`` files are the one source and run unchanged without compiling.
 
@@ -26,8 +28,10 @@ from types import ModuleType
 #: The modules compiled when possible, in build order (setup.py reads this list).
 MODULES = (
     "bivio.protocols.flow",
+    "bivio.core.headers",
     "bivio.core.context",
     "bivio.protocols.http1",
+    "bivio.adapters.asgi_scope",
     "bivio.adapters.asgi",
 )
 
