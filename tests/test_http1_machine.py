@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import Awaitable, Callable
+from http import HTTPStatus
 from typing import Any
 
 import pytest
@@ -22,6 +23,11 @@ from bivio.core.stream import ClientDisconnected
 from bivio.protocols.http1 import HIGH_WATER, H1Connection
 
 Handler = Callable[[Any], Awaitable[None]]
+
+
+def phrase(status: int) -> bytes:
+    """``413 Content Too Large``: the phrase is Python's (RFC 9110's names from 3.13 on)."""
+    return b"%d %s" % (status, HTTPStatus(status).phrase.encode())
 
 
 # -- harness ------------------------------------------------------------------------------
@@ -455,7 +461,7 @@ async def expect_error(data: bytes, line: bytes, **options: Any) -> bytes:
 
 @run
 async def test_414_request_line_too_long():
-    await expect_error(request(b"/" + b"x" * 40), b"414 Request-URI Too Long",
+    await expect_error(request(b"/" + b"x" * 40), phrase(414),
                        limit_request_line=20)
 
 
@@ -474,7 +480,7 @@ async def test_431_header_field_too_large():
 @run
 async def test_413_content_length_above_limit():
     await expect_error(request(method=b"POST", headers=b"content-length: 11\r\n"),
-                       b"413 Request Entity Too Large", limit_request_body=10)
+                       phrase(413), limit_request_body=10)
 
 
 @run
@@ -491,7 +497,7 @@ async def test_413_chunked_body_growing_past_limit():
     t.feed(request(method=b"POST", headers=b"transfer-encoding: chunked\r\n", body=body))
     await settle()
     out = t.take()
-    assert status_of(out) == b"HTTP/1.1 413 Request Entity Too Large"
+    assert status_of(out) == b"HTTP/1.1 " + phrase(413)
     assert_lingering_close(t)
 
 
@@ -912,3 +918,79 @@ async def test_shutdown_closes_a_busy_connection_after_its_response():
     await settle()
     assert t.take() == ok(b"/slow", b"connection: close\r\n")
     assert t.closed
+
+
+# -- upgrade requests and handlers that run at once ----------------------------------------
+
+
+class EagerContext(ServerContext):
+    """Starts each handler as Python >= 3.12's eager Tasks do, whatever the Python: its
+    first step runs inside ``start_handler``, so a handler that never waits is done
+    before the connection's parser callback returns. A handler that waits is kept in
+    ``suspended`` (not driven further)."""
+
+    def start_handler(self, stream: Any) -> None:
+        coro = self.handler(stream)
+        try:
+            coro.send(None)
+        except StopIteration:
+            return None
+        self.suspended.append(coro)
+        return None
+
+
+class TaskContext(ServerContext):
+    """The usual start (a Task; eager only on Python >= 3.12), with ``suspended``."""
+
+
+UPGRADE = request(headers=b"upgrade: websocket\r\nconnection: Upgrade\r\n"
+                          b"sec-websocket-key: MDEyMzQ1Njc4OWFiY2RlZg==\r\n"
+                          b"sec-websocket-version: 13\r\n")
+HI_FRAME = b"\x81\x82\x00\x00\x00\x00hi"  # a masked text frame "hi" (mask key 0)
+
+
+def connect_with(context: type[ServerContext], handler: Handler) -> tuple[Any, FakeTransport]:
+    ctx = context(Config(date_header=False, server_header=False), handler)
+    ctx.suspended = []  # type: ignore[attr-defined]
+    t = FakeTransport()
+    t.connect(H1Connection(ctx))
+    return ctx, t
+
+
+@pytest.mark.parametrize("context", [TaskContext, EagerContext], ids=["task", "eager"])
+@run
+async def test_a_refused_upgrade_with_bytes_after_the_head_is_answered_then_closed(context):
+    """The parser cannot go on past an upgrade: after the refusal the connection closes,
+    even when the handler answered before the parser stopped (eager start)."""
+    async def refuse(stream: Any) -> None:
+        await stream.start_response(401, [(b"content-length", b"6")])
+        await stream.send_body(b"denied", False)
+
+    ctx, t = connect_with(context, refuse)
+    t.feed(UPGRADE + HI_FRAME)
+    await settle()
+    assert t.take() == (b"HTTP/1.1 401 Unauthorized\r\ncontent-length: 6\r\n"
+                        b"connection: close\r\n\r\ndenied")
+    assert t.closed
+    assert not ctx.suspended
+
+
+@pytest.mark.parametrize("context", [TaskContext, EagerContext], ids=["task", "eager"])
+@run
+async def test_an_accepted_websocket_gets_the_frames_sent_with_its_handshake(context):
+    """Frames read along with the upgrade request reach the WebSocket, also when the
+    handler accepts before the parser stopped (eager start)."""
+    got: list[Any] = []
+
+    async def accept(stream: Any) -> None:
+        ws = stream.open_websocket()
+        await ws.accept(None, [])
+        got.append(await ws.receive())
+        ws.abort()
+
+    ctx, t = connect_with(context, accept)
+    t.feed(UPGRADE + HI_FRAME)
+    await settle()
+    assert t.take().startswith(b"HTTP/1.1 101 Switching Protocols\r\n")
+    assert got == ["hi"]
+    assert not ctx.suspended

@@ -80,6 +80,7 @@ cdef class H1Connection(WriteFlow):
     cdef public bint _upgrade_seen
     cdef public bytes _upgrade_tail
     cdef public object _h2c
+    cdef public H1Stream _upgrading
     cdef public Py_ssize_t _raw_left
     cdef public bint _eof
     cdef public bint _served

@@ -508,6 +508,7 @@ class H1Connection(WriteFlow):
         self._upgrade_seen = False
         self._upgrade_tail = b""
         self._h2c: tuple[bytes, str, bytes, Headers] | None = None  # an Upgrade: h2c request
+        self._upgrading: H1Stream | None = None  # first in line, started once the parser stops
         self._raw_left = 0  # body bytes still due after an upgrade we did not take
         self._eof = False
         self._served = False  # no request yet: see awaiting_first_request
@@ -755,7 +756,8 @@ class H1Connection(WriteFlow):
                      body_length)
         if target[:1] != b"/" and target != b"*":
             _absolute_form(stream, target)
-        if upgrade is not None and version == "1.1" and parser.should_upgrade():
+        upgrading = upgrade is not None and version == "1.1" and parser.should_upgrade()
+        if upgrading:
             kind = upgrade.lower()
             if b"websocket" in kind and self.config.ws != "none":
                 stream.upgrade = "websocket"
@@ -765,7 +767,16 @@ class H1Connection(WriteFlow):
             apply_proxy_headers(stream, self.config)
         self._parsing = stream
         if self._current is None:
-            self._start(stream)
+            if upgrading:
+                # The parser stops at the end of this message (HttpParserUpgrade): the
+                # handler starts there (_on_upgrade), once the bytes after the head are
+                # known. Started from this callback, a handler that runs at once (an
+                # eager Task, Python >= 3.12) would answer before the parser stopped: a
+                # refusal left the connection open with reading paused, and an accepted
+                # WebSocket missed the frames sent along with the handshake.
+                self._upgrading = stream
+            else:
+                self._start(stream)
         else:
             self._pending.append(stream)
             self._pause_reading()
@@ -981,8 +992,11 @@ class H1Connection(WriteFlow):
             self._to_h2(tail, self._h2c)
             return
         self._upgrade_seen = True  # the parser cannot continue: close after the answer
+        start, self._upgrading = self._upgrading, None
         stream = self._parsing
         if stream is not None and stream.upgrade is None and stream.body_length:
+            if start is not None:
+                self._start(start)
             self._raw_left = stream.body_length - stream.received
             self._raw_feed(tail)
             return
@@ -994,6 +1008,8 @@ class H1Connection(WriteFlow):
             stream._wake()
             if stream.response_complete and stream is self._current:
                 self._next_request(stream)
+        if start is not None:
+            self._start(start)
 
     # -- errors and timeouts ----------------------------------------------------------------
 
