@@ -197,12 +197,14 @@ class H1Stream(StreamWaiters):
         conn = self.conn
         status = self._status
         parts = [STATUS_LINES.get(status) or status_line(status)]
-        append = parts.append
+        # A field's four pieces go to the final join as they are: no bytes object
+        # made per field (three concatenations, a third of this method's cost).
+        # Calls on ``parts`` itself, not on bound methods: compiled, they are C calls.
         defaults = conn.ctx.default_headers
         for name, value in self._resp_headers:
             lname = name.lower()
             if lname not in _FRAMING_FIELDS:  # one set lookup for the usual field
-                append(name + b": " + value + b"\r\n")
+                parts.extend((name, b": ", value, b"\r\n"))
                 continue
             if lname == b"content-length":
                 try:
@@ -217,7 +219,7 @@ class H1Stream(StreamWaiters):
                 continue  # framing is ours
             elif lname == b"server" or lname == b"date":
                 defaults = _without(defaults, lname)
-            append(name + b": " + value + b"\r\n")
+            parts.extend((name, b": ", value, b"\r\n"))
         if self.head_only or status in NO_BODY_STATUS or status < 200:
             self._mode = 3
         elif self._length is not None:
@@ -232,22 +234,22 @@ class H1Stream(StreamWaiters):
                 line = b"content-length: %d\r\n" % known_length
                 if known_length < _LENGTH_LINES_MAX:
                     _LENGTH_LINES[known_length] = line
-            append(line)
+            parts.append(line)
         elif self.http_version == "1.1":
             self._mode = 1
         else:
             self._mode = 2
             self.keep_alive = False
         if self._mode == 1:
-            append(b"transfer-encoding: chunked\r\n")
+            parts.append(b"transfer-encoding: chunked\r\n")
         if conn.ctx.shutting_down or conn.closing_after_current(self):
             self.keep_alive = False
         if not self.keep_alive:
-            append(b"connection: close\r\n")
+            parts.append(b"connection: close\r\n")
         elif self.http_version == "1.0":
-            append(b"connection: keep-alive\r\n")
-        append(defaults)
-        append(b"\r\n")
+            parts.append(b"connection: keep-alive\r\n")
+        parts.append(defaults)
+        parts.append(b"\r\n")
         self._head_written = True
         return b"".join(parts)
 
