@@ -8,6 +8,7 @@ closed) are checked. Only the timeout tests wait, on timeouts of 50 ms.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
@@ -994,3 +995,64 @@ async def test_an_accepted_websocket_gets_the_frames_sent_with_its_handshake(con
     assert t.take().startswith(b"HTTP/1.1 101 Switching Protocols\r\n")
     assert got == ["hi"]
     assert not ctx.suspended
+
+
+# -- each request's context ------------------------------------------------------------------
+
+REQUEST_VAR: contextvars.ContextVar[str] = contextvars.ContextVar("request_var", default="-")
+
+
+@run
+async def test_a_pipelined_request_does_not_inherit_the_context_of_the_one_before():
+    """The next pipelined request is started from the previous handler's last send, in
+    that handler's context: its Task must still get the server's context, not a copy
+    of the request before (a context variable set by one request never shows in another)."""
+    seen: list[str] = []
+    release = asyncio.Event()
+
+    async def handler(stream: Any) -> None:
+        seen.append(REQUEST_VAR.get())
+        REQUEST_VAR.set(stream.raw_path.decode())
+        if stream.raw_path == b"/first":
+            await release.wait()  # the second request waits behind this one
+        await stream.start_response(200, [(b"content-length", b"2")])
+        await stream.send_body(b"ok", False)
+
+    _, t, _ = connect(handler)
+    t.feed(request(b"/first") + request(b"/second"))
+    await settle()
+    assert seen == ["-"]
+    release.set()
+    await settle()
+    assert seen == ["-", "-"]
+    assert t.take().count(b"HTTP/1.1 200 OK") == 2
+
+
+@run
+async def test_an_app_task_factory_makes_the_handler_tasks():
+    """A task factory the app set on the loop (instrumentation, say) is used, with the
+    server's context."""
+    made: list[Any] = []
+    loop = asyncio.get_running_loop()
+
+    def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Task[Any]:
+        made.append(kwargs.get("context"))
+        return asyncio.Task(coro, loop=loop, **kwargs)
+
+    seen: list[str] = []
+
+    async def handler(stream: Any) -> None:
+        seen.append(REQUEST_VAR.get())
+        await stream.start_response(200, [(b"content-length", b"2")])
+        await stream.send_body(b"ok", False)
+
+    loop.set_task_factory(factory)
+    try:
+        _, t, _ = connect(handler)
+        REQUEST_VAR.set("set while serving")  # not in the server's context
+        t.feed(request())
+        await settle()
+    finally:
+        loop.set_task_factory(None)
+    assert len(made) == 1 and seen == ["-"]
+    assert t.take().startswith(b"HTTP/1.1 200 OK")

@@ -177,6 +177,12 @@ class ServerContext:
         self._date_timer: asyncio.TimerHandle | None = None
         # Read per request: kept here, not looked up on the (frozen) config each time.
         self._reset_contextvars = config.reset_contextvars
+        # What each request's Task starts from (a copy of it, or with
+        # --reset-contextvars an empty one): the context as it is before serving.
+        # Not the current context at start_handler: that is a handler's own when the
+        # next pipelined request, or a queued HTTP/2 stream, starts from its last send,
+        # and a context variable one request set would show in the next.
+        self._base_context = contextvars.copy_context()
         self._limit_concurrency = config.limit_concurrency
         self._task_done_cb = self._task_done
         self.refresh_date()
@@ -257,19 +263,23 @@ class ServerContext:
         """
         self.requests += 1
         loop = self.loop or asyncio.get_running_loop()
-        # --reset-contextvars: an empty context instead of a copy of the current one.
-        context = contextvars.Context() if self._reset_contextvars else None
-        if _EAGER:
-            task = asyncio.Task(self.handler(stream), loop=loop, eager_start=True,
-                                context=context)
+        # --reset-contextvars: an empty context instead of a copy of the server's.
+        context = (contextvars.Context() if self._reset_contextvars
+                   else self._base_context.copy())
+        coro = self.handler(stream)
+        if loop.get_task_factory() is not None:  # the app's own (instrumentation, say)
+            task = (loop.create_task(coro, context=context) if _TASK_CONTEXT  # type: ignore[arg-type]
+                    else context.run(loop.create_task, coro))  # type: ignore[arg-type]
+        elif _EAGER:
+            task = _Task(coro, loop=loop, eager_start=True, context=context)
             if task.done():
                 if not task.cancelled() and task.exception() is not None:
                     _report(task.exception())  # type: ignore[arg-type]
                 return None
-        elif context is None:
-            task = loop.create_task(self.handler(stream))  # type: ignore[arg-type]
-        else:  # Python 3.10's create_task takes no context: create it inside the new one
-            task = context.run(loop.create_task, self.handler(stream))  # type: ignore[arg-type]
+        elif _TASK_CONTEXT:  # what the loop's create_task() does, one call fewer
+            task = _Task(coro, loop=loop, context=context)
+        else:  # Python 3.10's Task takes no context: create it inside the new one
+            task = context.run(loop.create_task, coro)  # type: ignore[arg-type]
         self.tasks[task] = stream
         task.add_done_callback(self._task_done_cb)
         return task
@@ -281,6 +291,8 @@ class ServerContext:
 
 
 _EAGER = sys.version_info >= (3, 12)
+_TASK_CONTEXT = sys.version_info >= (3, 11)  # asyncio.Task(..., context=)
+_Task = asyncio.Task
 
 
 def _report(exc: BaseException) -> None:
