@@ -25,7 +25,7 @@ from bivio.core.config import Config
 from bivio.core.stream import TLSInfo
 from bivio.process.errors import StartupError
 from bivio.process.tls import build_ssl_context, served_certificate
-from bivio.protocols.tls import _escape, connection_tls
+from bivio.protocols.tls import _client_chain, _escape, connection_tls
 
 
 @pytest.fixture(scope="module")
@@ -203,7 +203,10 @@ def test_connection_tls_reports_the_handshake(certs: Certs) -> None:
     assert info is not None
     assert (info.version, info.cipher_suite, info.alpn) == (0x0303, 0xC02C, "http/1.1")
     assert info.server_cert == "PEM"
-    assert info.client_cert_chain == (certs.client_cert.read_text(),)
+    # Python >= 3.13 knows the verified chain: the client's certificate, then the CA's.
+    chain = (certs.client_cert.read_text(),) + (
+        (certs.ca.read_text(),) if hasattr(ssl.SSLObject, "get_verified_chain") else ())
+    assert info.client_cert_chain == chain
     assert info.client_cert_name == "CN=client one,O=bivio tests"
 
     server, _ = handshake(ctx, certs.client_context())  # TLS 1.3, no client certificate
@@ -213,6 +216,23 @@ def test_connection_tls_reports_the_handshake(certs: Certs) -> None:
     assert info.cipher_suite in (0x1301, 0x1302, 0x1303)
     assert (info.client_cert_chain, info.client_cert_name) == ((), None)
     assert connection_tls(Transport(None), None) is None  # cleartext
+
+
+class _ChainOnly:
+    """An SSL object as Python 3.13 has it: get_verified_chain() gives DER bytes."""
+
+    def __init__(self, ders: list[bytes]) -> None:
+        self.ders = ders
+
+    def get_verified_chain(self) -> list[bytes]:
+        return self.ders
+
+
+def test_a_verified_chain_of_der_bytes_is_given_as_pem(certs: Certs) -> None:
+    pems = [certs.client_cert.read_text(), certs.ca.read_text()]
+    ders = [ssl.PEM_cert_to_DER_cert(pem) for pem in pems]
+    assert _client_chain(_ChainOnly(ders)) == tuple(ssl.DER_cert_to_PEM_cert(d) for d in ders)
+    assert [ssl.PEM_cert_to_DER_cert(p) for p in _client_chain(_ChainOnly(ders))] == ders
 
 
 def test_client_cert_name_is_rfc4514(certs: Certs, tmp_path: Path) -> None:

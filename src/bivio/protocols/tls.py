@@ -103,6 +103,9 @@ def _client_chain(sslobj: Any) -> tuple[str, ...]:
         except (ssl.SSLError, ValueError):
             certs = None
         if certs:
-            return tuple(c.public_bytes() for c in certs)  # PEM by default
+            # Python 3.13's public SSLObject gives DER bytes; the private _ssl
+            # certificates (what some builds return) give PEM from public_bytes().
+            return tuple(ssl.DER_cert_to_PEM_cert(c) if isinstance(c, bytes) else c.public_bytes()
+                         for c in certs)
     der = sslobj.getpeercert(binary_form=True)
     return (ssl.DER_cert_to_PEM_cert(der),) if der else ()
