@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
+import types
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 from typing import Any
@@ -924,20 +925,46 @@ async def test_shutdown_closes_a_busy_connection_after_its_response():
 # -- upgrade requests and handlers that run at once ----------------------------------------
 
 
+@types.coroutine
+def _the_rest(coro: Any, yielded: Any) -> Any:
+    """Await the rest of ``coro``, whose first step (already run) yielded ``yielded``."""
+    while True:
+        try:
+            value = yield yielded
+        except BaseException as exc:
+            try:
+                yielded = coro.throw(exc)
+            except StopIteration:
+                return
+        else:
+            try:
+                yielded = coro.send(value)
+            except StopIteration:
+                return
+
+
+async def _resume(coro: Any, yielded: Any) -> None:
+    await _the_rest(coro, yielded)
+
+
 class EagerContext(ServerContext):
     """Starts each handler as Python >= 3.12's eager Tasks do, whatever the Python: its
     first step runs inside ``start_handler``, so a handler that never waits is done
-    before the connection's parser callback returns. A handler that waits is kept in
-    ``suspended`` (not driven further)."""
+    before the connection's callback returns. A handler that waits goes on in a Task,
+    and its stream is listed in ``suspended``."""
 
-    def start_handler(self, stream: Any) -> None:
+    def start_handler(self, stream: Any) -> Any:
+        self.requests += 1
         coro = self.handler(stream)
         try:
-            coro.send(None)
+            yielded = coro.send(None)
         except StopIteration:
             return None
-        self.suspended.append(coro)
-        return None
+        self.suspended.append(stream)
+        task = asyncio.get_running_loop().create_task(_resume(coro, yielded))
+        self.tasks[task] = stream
+        task.add_done_callback(self._task_done)
+        return task
 
 
 class TaskContext(ServerContext):
@@ -1056,3 +1083,26 @@ async def test_an_app_task_factory_makes_the_handler_tasks():
         loop.set_task_factory(None)
     assert len(made) == 1 and seen == ["-"]
     assert t.take().startswith(b"HTTP/1.1 200 OK")
+
+
+@pytest.mark.parametrize("context", [TaskContext, EagerContext], ids=["task", "eager"])
+@run
+async def test_a_thousand_pipelined_requests_behind_a_slow_one_are_all_answered(context):
+    """Each pipelined request starts when the one before is answered, from the loop: not
+    from inside the previous handler's send, where eagerly started handlers that answer
+    at once would nest a level deeper each (RecursionError on Python >= 3.12)."""
+    release = asyncio.Event()
+
+    async def handler(stream: Any) -> None:
+        if stream.raw_path == b"/slow":
+            await release.wait()
+        await stream.start_response(200, [(b"content-length", b"2")])
+        await stream.send_body(b"ok", False)
+
+    ctx, t = connect_with(context, handler)
+    t.feed(request(b"/slow") + request() * 1000)
+    await settle()
+    release.set()
+    await settle(3000)
+    assert t.take().count(b"HTTP/1.1 200 OK\r\n") == 1001
+    assert not t.closed and ctx.requests == 1001

@@ -826,6 +826,11 @@ class H1Connection(WriteFlow):
             return
         self.ctx.start_handler(stream)
 
+    def _start_turn(self, stream: H1Stream) -> None:
+        """Start a pipelined request whose turn came (see :meth:`_next_request`)."""
+        if stream is self._current and not self._closed and not stream.disconnected:
+            self._start(stream)
+
     def closing_after_current(self, stream: H1Stream) -> bool:
         """True when no request can follow this one on the connection."""
         return self._upgrade_seen or (self._eof and not self._pending)
@@ -859,7 +864,13 @@ class H1Connection(WriteFlow):
             self.close_now()
             return
         if self._pending:
-            self._start(self._pending.popleft())
+            stream = self._pending.popleft()
+            self._current = stream  # its turn: what the parser reads next queues behind it
+            # Its handler starts from the loop, not from here: this runs inside the
+            # previous handler's last send, and with eager Tasks (Python >= 3.12) each
+            # handler that answers at once would start the next a level deeper
+            # (thousands pipelined behind a slow request: RecursionError).
+            self.loop.call_soon(self._start_turn, stream)
             if not self._pending:
                 self._resume_reading()
             return
