@@ -703,12 +703,17 @@ async def test_answer_without_reading_the_body_resets_with_no_error():
     await p.open()
     p.request(1, b"/upload", method=b"POST", end=False)
     p.body(1, b"x" * 1000)
-    frames = await p.read()
-    kinds = [(type(f).__name__, sorted(f.flags)) for f in frames if f.stream_id == 1]
-    assert kinds == [("HeadersFrame", ["END_HEADERS"]), ("DataFrame", ["END_STREAM"]),
-                     ("RstStreamFrame", [])]
+    frames = [f for f in await p.read() if f.stream_id == 1]
+    kinds = [(type(f).__name__, sorted(f.flags)) for f in frames]
+    assert kinds[:3] == [("HeadersFrame", ["END_HEADERS"]), ("DataFrame", ["END_STREAM"]),
+                         ("RstStreamFrame", [])]
+    assert frames[2].error_code == NO_ERROR
+    # Body DATA read after the reset (the handler answered before it was read: an eager
+    # Task, Python >= 3.12) is answered by h2 with RST_STREAM STREAM_CLOSED.
+    assert all(isinstance(f, RstStreamFrame) and f.error_code == ErrorCodes.STREAM_CLOSED
+               for f in frames[3:])
     reply = p.replies[1]
-    assert bytes(reply.data) == b"early" and reply.reset == NO_ERROR
+    assert bytes(reply.data) == b"early" and reply.reset == frames[-1].error_code
     assert p.conn.is_idle() and not p.closed
     # the connection goes on
     p.request(3)

@@ -534,6 +534,7 @@ class H2Connection(WriteFlow, asyncio.Protocol):
         self._channels: set[H2Stream] = set()  # streams carrying a WebSocket
         self._running = 0
         self._starting = False
+        self._start_soon = False  # _start_freed is scheduled
         cap = ctx.streams_per_connection
         self._cap = min(cfg.h2_max_concurrent_streams, cap) if cap else \
             cfg.h2_max_concurrent_streams
@@ -982,6 +983,16 @@ class H2Connection(WriteFlow, asyncio.Protocol):
 
     def _handler_gone(self) -> None:
         self._running -= 1
+        if self._queued and not self._closed and not self._start_soon:
+            # The queued streams start from the loop, not from here: this is often
+            # inside a handler's last send, and an eagerly started handler (Python >=
+            # 3.12) would run nested in it, before it returned.
+            self._start_soon = True
+            self.loop.call_soon(self._start_freed)
+
+    def _start_freed(self) -> None:
+        """Places freed since the last iteration: start queued streams in them."""
+        self._start_soon = False
         if self._queued and not self._closed:
             self._start_queued()
             self.flush()
