@@ -1931,3 +1931,27 @@ async def test_the_body_clock_is_the_loops_clock():
     p.request(1, method=b"POST", end=False)
     await clock.advance(5)
     assert await p.read() == [] and app.outcome is None  # 5 s of 10: no 408 yet
+
+
+@run
+async def test_a_stream_reset_in_the_read_of_its_headers_never_runs_its_handler():
+    """Handlers start once every event of a read is taken in: a stream the same read
+    also reset is a counted early reset (rapid reset), and its handler never runs (with
+    an eager Task, Python >= 3.12, it ran and found its stream reset underneath)."""
+    calls: list[int] = []
+
+    async def handler(stream: Any) -> None:
+        calls.append(stream.stream_id)
+        await answer(stream, b"x")
+
+    p = Peer(handler)
+    await p.open()
+    p.h2.send_headers(1, [(b":method", b"GET"), (b":scheme", b"http"), (b":path", b"/"),
+                          (b":authority", b"example.com")], end_stream=True)
+    p.h2.reset_stream(1)
+    p.send()  # HEADERS and RST_STREAM in one read
+    await p.read()
+    assert calls == [] and p.conn._early_resets == 1
+    p.request(3)
+    await p.read()
+    assert calls == [3] and p.replies[3].status == 200

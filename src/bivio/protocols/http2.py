@@ -535,6 +535,7 @@ class H2Connection(WriteFlow, asyncio.Protocol):
         self._running = 0
         self._starting = False
         self._start_soon = False  # _start_freed is scheduled
+        self._admitting: list[H2Stream] | None = None  # see data_received
         cap = ctx.streams_per_connection
         self._cap = min(cfg.h2_max_concurrent_streams, cap) if cap else \
             cfg.h2_max_concurrent_streams
@@ -635,6 +636,23 @@ class H2Connection(WriteFlow, asyncio.Protocol):
         silent, self._silent = self._silent, 0
         for _ in range(silent):
             self._charge()
+        # Handlers admitted from these events start once all of them are taken in
+        # (_start): h2 has already read every frame of this read, so a handler that
+        # ran at once (an eager Task, Python >= 3.12) would find its stream reset
+        # by a frame whose event is not processed yet (a rapid reset not counted),
+        # or answer before its body's DATA events were.
+        self._admitting = admitted = []
+        try:
+            self._on_events(events)
+        finally:
+            self._admitting = None
+        for stream in admitted:
+            if not stream.disconnected and not self._closed:
+                stream._task = self.ctx.start_handler(stream)
+        if not self._closed:
+            self.flush()
+
+    def _on_events(self, events: list[h2.events.Event]) -> None:
         for event in events:
             if self._closed:
                 return
@@ -660,8 +678,6 @@ class H2Connection(WriteFlow, asyncio.Protocol):
                 self._charge()
                 if kind is h2.events.RemoteSettingsChanged:
                     self._pump_all()  # a new initial window may unblock streams
-        if not self._closed:
-            self.flush()
 
     def eof_received(self) -> bool | None:
         return None  # HTTP/2 has no half-close: the transport closes
@@ -812,8 +828,11 @@ class H2Connection(WriteFlow, asyncio.Protocol):
             self._reply_error(stream, 503, "Service Unavailable")
             return
         self._running += 1
-        stream._counted = True
-        stream._task = self.ctx.start_handler(stream)
+        stream._counted = True  # its place is taken now, its handler may start later
+        if self._admitting is not None:
+            self._admitting.append(stream)  # once this read's events are all in
+        else:
+            stream._task = self.ctx.start_handler(stream)
 
     def _start_queued(self) -> None:
         if self._starting:
