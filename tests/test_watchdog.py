@@ -81,6 +81,23 @@ def test_the_request_of_the_running_task(caplog: pytest.LogCaptureFixture) -> No
     assert blocked.split("\n")[1].endswith(", in handler")
 
 
+def test_the_request_of_a_task_in_its_eager_first_step(caplog: pytest.LogCaptureFixture) -> None:
+    """A Task started eagerly (Python >= 3.12) is in ``ctx.tasks`` only after its first
+    step, and a compiled handler has no frame to find the stream in: the context says
+    which stream is starting (``eager_stream``)."""
+    caplog.set_level(logging.WARNING, "bivio.error")
+    watchdog = _watchdog()
+
+    async def main():
+        watchdog._loop = asyncio.get_running_loop()
+        watchdog.ctx.eager_stream = FakeStream("PUT", b"/eager")
+        watchdog._stamp = 0.0
+        watchdog.check(10.0)
+
+    asyncio.run(main())
+    assert ", serving PUT /eager; " in _warnings(caplog)[0]
+
+
 def test_the_request_from_the_stack_without_a_task(caplog: pytest.LogCaptureFixture) -> None:
     """No current Task known (another loop, another Python): the outermost frame of the
     loop thread holding a ``stream`` names it."""

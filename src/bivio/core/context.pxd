@@ -25,6 +25,7 @@ cdef class ServerContext:
     cdef public object _date_timer
     cdef public bint _reset_contextvars
     cdef public object _base_context
+    cdef public object eager_stream
     cdef public object _limit_concurrency
     cdef public object _task_done_cb
 

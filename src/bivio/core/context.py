@@ -183,6 +183,7 @@ class ServerContext:
         # next pipelined request, or a queued HTTP/2 stream, starts from its last send,
         # and a context variable one request set would show in the next.
         self._base_context = contextvars.copy_context()
+        self.eager_stream: Stream | None = None  # see start_handler
         self._limit_concurrency = config.limit_concurrency
         self._task_done_cb = self._task_done
         self.refresh_date()
@@ -271,7 +272,13 @@ class ServerContext:
             task = (loop.create_task(coro, context=context) if _TASK_CONTEXT  # type: ignore[arg-type]
                     else context.run(loop.create_task, coro))  # type: ignore[arg-type]
         elif _EAGER:
-            task = _Task(coro, loop=loop, eager_start=True, context=context)
+            # The stream whose Task is in its first step, for the --loop-warn watchdog:
+            # the Task is in self.tasks only once that step returns.
+            outer, self.eager_stream = self.eager_stream, stream
+            try:
+                task = _Task(coro, loop=loop, eager_start=True, context=context)
+            finally:
+                self.eager_stream = outer
             if task.done():
                 if not task.cancelled() and task.exception() is not None:
                     _report(task.exception())  # type: ignore[arg-type]

@@ -141,10 +141,14 @@ class LoopWatchdog:
     def _stream_of(self, task: asyncio.Task[Any] | None,
                    frame: FrameType | None) -> Stream | None:
         """The stream ``task`` answers: ``ctx.tasks``, else (a Task started eagerly is
-        registered only after its first step) the handler coroutine's ``stream``
-        argument, else the outermost frame of the loop thread holding a ``stream``."""
+        registered only after its first step) ``ctx.eager_stream``, the handler
+        coroutine's ``stream`` argument, or the outermost frame of the loop thread
+        holding a ``stream`` (compiled code has no frames to look in)."""
         if task is not None:
             stream = self.ctx.tasks.get(task)
+            if stream is not None:
+                return stream
+            stream = self.ctx.eager_stream
             if stream is not None:
                 return stream
             coro_frame = getattr(task.get_coro(), "cr_frame", None)
