@@ -237,7 +237,7 @@ class _Exchange:
     __slots__ = ("loop", "stream", "lock", "cond", "items", "pending", "waiter", "gone",
                  "result", "has_result", "thread_waiting", "spool", "spool_cap", "spooled",
                  "spooling", "thread_done", "pump_done", "on_done", "released", "budget",
-                 "blocked", "file_fd")
+                 "blocked", "file_fd", "nowait")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, stream: Stream, spool_cap: int = 0,
                  on_done: Callable[[], None] | None = None,
@@ -265,6 +265,9 @@ class _Exchange:
         self.budget = budget
         self.blocked = False  # the loop's send is suspended: the client pushes back
         self.file_fd = -1  # a file_wrapper's duplicate descriptor, the loop's to close
+        # The stream sends without a coroutine when nothing waits (HTTP/1.1: see
+        # :meth:`bivio.protocols.http1.H1Stream.send_body_nowait`): the pump's fast path.
+        self.nowait = hasattr(type(stream), "send_body_nowait")
 
     # -- thread side -----------------------------------------------------------------
 
@@ -525,21 +528,47 @@ class _Exchange:
             if self.thread_waiting and self.pending <= LOW_WATER and self.cond is not None:
                 self.cond.notify_all()
 
+    def _send_first(self, data: bytes, more: bool) -> tuple[Any, Any] | None:
+        """Send response bytes the thread posted (unless the response is given up) as far
+        as they go at once: None when done, else the rest to await (:meth:`_send_rest`).
+
+        A stream that can send without a coroutine (HTTP/1.1's ``send_body_nowait``)
+        is asked that way: a send the client takes at once then costs no coroutine.
+        """
+        if self.gone:
+            return None
+        try:
+            if self.nowait:
+                waiter = self.stream.send_body_nowait(data, more)
+                return None if waiter is None else _first_step(waiter)
+            return _first_step(self.stream.send_body(data, more))
+        except ClientDisconnected:
+            self._abandon()
+        except Exception as exc:  # e.g. more than the announced Content-Length
+            self._send_failed(exc)
+        return None
+
+    async def _send_rest(self, step: tuple[Any, Any]) -> None:
+        """Await the rest of a send whose first step suspended (see :func:`_first_step`)."""
+        try:
+            await _watch_rest(step[0], step[1], self._set_blocked)
+        except ClientDisconnected:
+            self._abandon()
+        except Exception as exc:
+            self._send_failed(exc)
+
+    def _send_failed(self, exc: Exception) -> None:
+        logger.error("WSGI response could not be sent: %s", exc)
+        self.stream.abort()
+        self._abandon()
+
     async def _send_data(self, data: bytes, more: bool, finished: bool) -> None:
-        """Send response bytes the thread posted (unless the response is given up), then
-        take them off the queued count. ``finished``: the thread is done, so nobody
-        else writes the count or waits on it (no lock, no wake-up)."""
-        if not self.gone:
-            try:
-                step = _first_step(self.stream.send_body(data, more))
-                if step is not None:
-                    await _watch_rest(step[0], step[1], self._set_blocked)
-            except ClientDisconnected:
-                self._abandon()
-            except Exception as exc:  # e.g. more than the announced Content-Length
-                logger.error("WSGI response could not be sent: %s", exc)
-                self.stream.abort()
-                self._abandon()
+        """Send response bytes the thread posted, then take them off the queued count.
+        ``finished``: the thread is done, so nobody else writes the count or waits on
+        it (no lock, no wake-up)."""
+        step = self._send_first(data, more)
+        if step is not None:
+            await self._send_rest(step)
         if finished:
             self.pending -= len(data)
         else:
@@ -581,10 +610,19 @@ class _Exchange:
                         if item[3]:  # the app said Connection: close
                             stream.close_after_response()
                         try:
-                            await stream.start_response(item[1], item[2])
+                            if self.nowait:
+                                stream.start_response_nowait(item[1], item[2])
+                            else:
+                                await stream.start_response(item[1], item[2])
                         except ClientDisconnected:
                             self._abandon()
-                    await self._send_data(data, False, finished)
+                    step = self._send_first(data, False)
+                    if step is not None:
+                        await self._send_rest(step)
+                    if finished:
+                        self.pending -= len(data)
+                    else:
+                        self._sent(len(data))
                 elif tag == _DATA:
                     data = item[1]
                     if i < count and items[i][0] == _DATA:
@@ -637,7 +675,10 @@ class _Exchange:
                         if item[3]:  # the app said Connection: close
                             stream.close_after_response()
                         try:
-                            await stream.start_response(item[1], item[2])
+                            if self.nowait:
+                                stream.start_response_nowait(item[1], item[2])
+                            else:
+                                await stream.start_response(item[1], item[2])
                         except ClientDisconnected:
                             self._abandon()
                 elif tag == _READ:
