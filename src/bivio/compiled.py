@@ -29,6 +29,7 @@ MODULES = (
     "bivio.core.context",
     "bivio.protocols.http1",
     "bivio.adapters.asgi",
+    "bivio.adapters.wsgi",
 )
 
 ENV = "BIVIO_NO_EXTENSIONS"

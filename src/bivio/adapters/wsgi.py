@@ -1000,6 +1000,9 @@ class WSGIHandler:
         self.pause_above = self.size + QUEUE_BEFORE_PAUSE
         self.resume_at = self.size + QUEUE_BEFORE_PAUSE // 2
         self.ctx: ServerContext | None = None
+        # The class of each request's mailbox: tests hook a subclass in here (compiled,
+        # the module's classes cannot be patched).
+        self.exchange_type: Callable[..., _Exchange] = _Exchange
         logger.info("WSGI application: %d thread%s per worker", self.size,
                     "" if self.size == 1 else "s")
         self.base_environ: dict[str, Any] = {
@@ -1079,8 +1082,8 @@ class WSGIHandler:
         # spooled response or a file may still be going out), or at the latest when the
         # pump ends (the finally below).
         loop = (self.ctx and self.ctx.loop) or asyncio.get_running_loop()
-        exchange = _Exchange(loop, stream, self.response_buffer, self._release_slot,
-                             self.spool_budget)
+        exchange = self.exchange_type(loop, stream, self.response_buffer, self._release_slot,
+                                      self.spool_budget)
         self.busy += 1
         busy = self.busy
         if busy > self.pause_above and self.ctx is not None:
