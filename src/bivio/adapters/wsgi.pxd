@@ -1,6 +1,16 @@
+cimport cython
+
 cdef class _SpoolBudget:
     cdef public object lock
     cdef public long long left
+
+
+cdef class WSGIInput:
+    cdef object _exchange
+    cdef bytearray _buf
+    cdef bint _eof
+    cdef dict __dict__
+    cdef object __weakref__
 
 
 cdef class _Exchange:
@@ -56,6 +66,9 @@ cdef class WSGIHandler:
     cdef public dict base_environ
     cdef public object exchange_type
 
+    cpdef _Exchange _new_exchange(self, object loop, object stream)
+    @cython.locals(raw_path=bytes, query=bytes, env=dict, keys=dict, protocols=dict, ports=dict,
+                   name=bytes, value=bytes, key=str)
     cpdef dict environ(self, object stream)
 
 

@@ -1082,8 +1082,7 @@ class WSGIHandler:
         # spooled response or a file may still be going out), or at the latest when the
         # pump ends (the finally below).
         loop = (self.ctx and self.ctx.loop) or asyncio.get_running_loop()
-        exchange = self.exchange_type(loop, stream, self.response_buffer, self._release_slot,
-                                      self.spool_budget)
+        exchange = self._new_exchange(loop, stream)
         self.busy += 1
         busy = self.busy
         if busy > self.pause_above and self.ctx is not None:
@@ -1092,7 +1091,7 @@ class WSGIHandler:
         # pump does not look for items before there can be any.
         exchange.waiter = first = loop.create_future()
         try:
-            call = _Call(self, stream, exchange, body, size, queued=busy > self.size)
+            call = _Call(self, stream, exchange, body, size, busy > self.size)
             try:
                 self.pool.submit(call.run, busy)
             except BaseException:
@@ -1112,13 +1111,18 @@ class WSGIHandler:
             exchange.end_pump()
             exchange.release()
 
+    def _new_exchange(self, loop: asyncio.AbstractEventLoop, stream: Stream) -> _Exchange:
+        """The request's mailbox, of :attr:`exchange_type` (compiled: a typed one)."""
+        return self.exchange_type(loop, stream, self.response_buffer, self._release_slot,
+                                  self.spool_budget)
+
     def environ(self, stream: Stream) -> dict[str, Any]:
         """The PEP 3333 environ (``wsgi.input`` is set by the caller).
 
         It runs for every request, in the app's thread, and every step of it holds
         the GIL the loop waits for: the few values that repeat (the protocol, the
         port, the environ key of a header name) are made once, and a byte is looked
-        for with ``find`` (``b"%" in path`` first tries the byte as an integer, and
+        for as an integer (``b"%" in path`` first tries the byte as an integer, and
         raising and clearing that error costs more than the search).
         """
         raw_path = stream.raw_path
@@ -1127,10 +1131,12 @@ class WSGIHandler:
         env = self.base_environ.copy()
         env["REQUEST_METHOD"] = stream.method
         # A prefix the proxy kept belongs in SCRIPT_NAME, not PATH_INFO.
-        env["PATH_INFO"] = (app_path(raw_path, root) if root or raw_path.find(b"%") >= 0
+        env["PATH_INFO"] = (app_path(raw_path, root) if root or 0x25 in raw_path  # b"%"
                             else raw_path.decode("latin-1"))
-        env["QUERY_STRING"] = stream.query_string.decode("latin-1")
-        env["SERVER_PROTOCOL"] = _PROTOCOLS.get(version) or "HTTP/" + version
+        query = stream.query_string
+        env["QUERY_STRING"] = query.decode("latin-1")
+        protocols = _PROTOCOLS
+        env["SERVER_PROTOCOL"] = protocols.get(version) or "HTTP/" + version
         env["wsgi.url_scheme"] = stream.scheme
         env["wsgi.errors"] = ErrorStream()
         if stream.tls is not None:
@@ -1155,13 +1161,15 @@ class WSGIHandler:
         if server is not None:
             env["SERVER_NAME"] = server[0]
             port = server[1]
-            env["SERVER_PORT"] = _PORTS.get(port) or _port_text(port)
+            ports = _PORTS
+            env["SERVER_PORT"] = ports.get(port) or _port_text(port)
         else:  # a UNIX socket: the Host header is all there is
             host = env.get("HTTP_HOST", "localhost")
-            name, _, text = host.rpartition(":") if not host.endswith("]") else (host, "", "")
-            if not name or not text.isdigit():
-                name, text = host, "443" if stream.scheme == "https" else "80"
-            env["SERVER_NAME"], env["SERVER_PORT"] = name, text
+            host_name, _, text = (host.rpartition(":") if not host.endswith("]")
+                                  else (host, "", ""))
+            if not host_name or not text.isdigit():
+                host_name, text = host, "443" if stream.scheme == "https" else "80"
+            env["SERVER_NAME"], env["SERVER_PORT"] = host_name, text
         return env
 
 
