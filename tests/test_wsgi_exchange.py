@@ -696,6 +696,65 @@ def test_a_generator_still_goes_out_as_it_is_produced():
     assert stream.response_complete
 
 
+def _complete(send: Any) -> None:
+    """Run a fake send that never waits to its end, here."""
+    try:
+        send.send(None)
+    except StopIteration:
+        return
+    raise AssertionError("the fake stream's send waited")
+
+
+class NowaitStream(RecordingStream):
+    """A stream that also sends without a coroutine, as HTTP/1.1's does
+    (``start_response_nowait``/``send_body_nowait``): the adapter's fast path."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.nowait: list[str] = []
+
+    def start_response_nowait(self, status: int, headers: Headers,
+                              trailers: bool = False) -> None:
+        self.nowait.append("start")
+        _complete(self.start_response(status, headers, trailers))
+
+    def send_body_nowait(self, data: bytes, more: bool) -> None:
+        self.nowait.append("body")
+        _complete(self.send_body(data, more))
+
+
+@pytest.mark.parametrize("close", [False, True], ids=["keep-alive", "connection-close"])
+def test_a_small_whole_response_goes_out_without_a_coroutine(close: bool):
+    made, counting = _count_posts()
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("200 OK", [("Content-Type", "text/plain")]
+                       + ([("Connection", "close")] if close else []))
+        return [b"hel", b"lo"]
+
+    stream = NowaitStream()
+    handler = serve_one(app, stream, exchange_type=counting)
+    assert made == [[[_WHOLE, _END]]]
+    assert stream.nowait == ["start", "body"]  # no start_response/send_body coroutine
+    assert stream.status == 200 and stream.sends == [(b"hello", False)]
+    assert stream.response_complete and not stream.aborted
+    assert stream.closes_after is close
+    assert handler.free == handler.size
+
+
+def test_a_small_whole_response_for_a_client_gone_is_not_sent():
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        stream.disconnect()  # the client leaves while the app runs
+        start_response("200 OK", [])
+        return [b"hello"]
+
+    stream = NowaitStream()
+    handler = serve_one(app, stream)
+    # The head is refused (ClientDisconnected), so nothing else is tried.
+    assert stream.nowait == ["start"] and stream.sends == [] and stream.status is None
+    assert handler.free == handler.size
+
+
 def test_a_list_iterator_with_a_bad_item_answers_500(errors: Any):
     def app(environ: dict[str, Any], start_response: Any) -> Any:
         start_response("200 OK", [])

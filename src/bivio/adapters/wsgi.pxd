@@ -48,6 +48,8 @@ cdef class _Exchange:
     cpdef _sent(self, long long size)
     cpdef object _send_first(self, object data, bint more)
     cpdef _send_failed(self, object exc)
+    cpdef object _take_whole(self)
+    cpdef object _send_whole(self, tuple item)
 
 
 cdef class WSGIHandler:

@@ -557,6 +557,32 @@ class _Exchange:
         except Exception as exc:
             self._send_failed(exc)
 
+    def _take_whole(self) -> tuple[Any, ...] | None:
+        """The usual request's items, ``[_WHOLE, _END]`` (a small whole response, then the
+        thread's end), taken for :meth:`_send_whole` when the stream sends without a
+        coroutine; None: anything else, left where it is for :meth:`pump`."""
+        if not self.nowait:
+            return None
+        with self.lock:
+            items = self.items
+            if len(items) != 2 or items[0][0] != _WHOLE or items[1][0] != _END:
+                return None
+            self.items = []
+        return items[0]
+
+    def _send_whole(self, item: tuple[Any, ...]) -> tuple[Any, Any] | None:
+        """A ``_WHOLE`` item on a stream that sends without a coroutine: the head, then
+        the body as far as it goes at once (the rest, if any: :meth:`_send_rest`)."""
+        if not self.gone:
+            stream = self.stream
+            if item[3]:  # the app said Connection: close
+                stream.close_after_response()
+            try:
+                stream.start_response_nowait(item[1], item[2])
+            except ClientDisconnected:
+                self._abandon()
+        return self._send_first(item[4], False)
+
     def _send_failed(self, exc: Exception) -> None:
         logger.error("WSGI response could not be sent: %s", exc)
         self.stream.abort()
@@ -606,17 +632,17 @@ class _Exchange:
                 # The usual tags first: a small response is [_WHOLE, _END].
                 if tag == _WHOLE:
                     data = item[4]
-                    if not self.gone:
-                        if item[3]:  # the app said Connection: close
-                            stream.close_after_response()
-                        try:
-                            if self.nowait:
-                                stream.start_response_nowait(item[1], item[2])
-                            else:
+                    if self.nowait:
+                        step = self._send_whole(item)
+                    else:
+                        if not self.gone:
+                            if item[3]:  # the app said Connection: close
+                                stream.close_after_response()
+                            try:
                                 await stream.start_response(item[1], item[2])
-                        except ClientDisconnected:
-                            self._abandon()
-                    step = self._send_first(data, False)
+                            except ClientDisconnected:
+                                self._abandon()
+                        step = self._send_first(data, False)
                     if step is not None:
                         await self._send_rest(step)
                     if finished:
@@ -1100,7 +1126,20 @@ class WSGIHandler:
                 raise
             # From here on the call's thread closes the body, whatever happens.
             try:
-                await exchange.pump(first)
+                await first
+                whole = exchange._take_whole()
+                if whole is None:
+                    await exchange.pump()
+                else:
+                    # The usual request, as the pump would carry it out but without its
+                    # coroutine: a small whole response, then the thread's end.
+                    step = exchange._send_whole(whole)
+                    if step is not None:
+                        await exchange._send_rest(step)
+                    exchange.pending -= len(whole[4])
+                    if not (stream.response_complete or stream.disconnected):
+                        exchange.items = [(_END,)]  # the thread is done: only the end is left
+                        await exchange.pump()
             except BaseException:
                 # Forced shutdown (or a bug): the thread cannot be stopped, only told
                 # the client is gone; it then finishes on its own without the loop.
