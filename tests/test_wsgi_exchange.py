@@ -621,9 +621,10 @@ class CountingExchange(_Exchange):
         self.posts.append([item[0] for item in items])
         super().post(*items, size=size)
 
-    def finish(self, *items: tuple[Any, ...], final: bool = False, size: int = 0) -> None:
+    def _finish(self, items: tuple[tuple[Any, ...], ...], final: bool, size: int) -> None:
+        # finish() and the app thread's own end both come here.
         self.posts.append([item[0] for item in items])
-        super().finish(*items, final=final, size=size)
+        super()._finish(items, final, size)
 
 
 def _count_posts() -> tuple[list[list[list[int]]], Callable[..., CountingExchange]]:

@@ -38,6 +38,7 @@ cdef class _Exchange:
     cdef public int file_fd
     cdef public bint nowait
 
+    cpdef _finish(self, tuple items, bint final, long long size)
     cpdef _drop_file(self)
     cpdef _wake_loop(self, object fut)
     cpdef release(self)
