@@ -1291,7 +1291,13 @@ class _Call:
                 exc_info = None  # PEP 3333: avoid the traceback reference cycle
         elif self.status is not None:
             raise WSGIError("start_response() called a second time without exc_info")
-        code = _CODES.get(status) if type(status) is str else None
+        self._start(status, headers)
+        return self.write
+
+    def _start(self, status: str, headers: list[tuple[str, str]]) -> None:
+        """start_response's checks and encoding (compiled: typed, a direct call)."""
+        codes = _CODES
+        code = codes.get(status) if type(status) is str else None
         if code is None:
             code = _status_code(status)
         encoded: Headers = []
@@ -1343,7 +1349,6 @@ class _Call:
         self.headers = encoded
         self.content_length = length
         self.close = close
-        return self.write
 
     def write(self, data: bytes) -> None:
         """The legacy ``write()`` callable; also used for each item of the iterable."""
