@@ -157,9 +157,12 @@ def stop(handler: WSGIHandler) -> None:
         assert not thread.is_alive()
 
 
-def serve_one(app: Any, stream: FakeStream, config: Config | None = None) -> WSGIHandler:
+def serve_one(app: Any, stream: FakeStream, config: Config | None = None,
+              exchange_type: Callable[..., _Exchange] | None = None) -> WSGIHandler:
     """Run one request through a WSGIHandler, then stop its pool."""
     handler = WSGIHandler(app, config or Config(threads=2))
+    if exchange_type is not None:
+        handler.exchange_type = exchange_type
     try:
         asyncio.run(asyncio.wait_for(handler(stream), LONG))
     finally:
@@ -618,13 +621,15 @@ class CountingExchange(_Exchange):
         self.posts.append([item[0] for item in items])
         super().post(*items, size=size)
 
-    def finish(self, *items: tuple[Any, ...], final: bool = False, size: int = 0) -> None:
+    def _finish(self, items: tuple[tuple[Any, ...], ...], final: bool, size: int) -> None:
+        # finish() and the app thread's own end both come here.
         self.posts.append([item[0] for item in items])
-        super().finish(*items, final=final, size=size)
+        super()._finish(items, final, size)
 
 
-def _count_posts(monkeypatch: pytest.MonkeyPatch) -> list[list[list[int]]]:
-    """Make the handler use CountingExchange; returns the posts of each exchange made."""
+def _count_posts() -> tuple[list[list[list[int]]], Callable[..., CountingExchange]]:
+    """A handler's ``exchange_type`` that makes CountingExchanges, and the posts of each
+    exchange made (through the handler's hook: compiled, the module cannot be patched)."""
     made: list[list[list[int]]] = []
 
     def exchange(*args: Any, **kwargs: Any) -> CountingExchange:
@@ -633,8 +638,7 @@ def _count_posts(monkeypatch: pytest.MonkeyPatch) -> list[list[list[int]]]:
         made.append(ex.posts)
         return ex
 
-    monkeypatch.setattr(wsgi, "_Exchange", exchange)
-    return made
+    return made, exchange
 
 
 class ListResponse:
@@ -652,9 +656,8 @@ class ListResponse:
 
 
 @pytest.mark.parametrize("shape", ["list", "tuple", "list-iterator"])
-def test_a_small_complete_response_is_one_post_and_one_final_send(
-        shape: str, monkeypatch: pytest.MonkeyPatch):
-    made = _count_posts(monkeypatch)
+def test_a_small_complete_response_is_one_post_and_one_final_send(shape: str):
+    made, counting = _count_posts()
     response = ListResponse([b"hel", b"lo"])
 
     def app(environ: dict[str, Any], start_response: Any) -> Any:
@@ -666,7 +669,7 @@ def test_a_small_complete_response_is_one_post_and_one_final_send(
         return response
 
     stream = RecordingStream()
-    serve_one(app, stream)
+    serve_one(app, stream, exchange_type=counting)
     if shape == "list-iterator":
         # close() (the app's code) runs between the response and the end.
         assert made == [[[_WHOLE], [_END]]]
@@ -679,8 +682,8 @@ def test_a_small_complete_response_is_one_post_and_one_final_send(
         assert response.closed.is_set()  # close() still called
 
 
-def test_a_generator_still_goes_out_as_it_is_produced(monkeypatch: pytest.MonkeyPatch):
-    made = _count_posts(monkeypatch)
+def test_a_generator_still_goes_out_as_it_is_produced():
+    made, counting = _count_posts()
 
     def app(environ: dict[str, Any], start_response: Any) -> Iterator[bytes]:
         start_response("200 OK", [])
@@ -688,10 +691,69 @@ def test_a_generator_still_goes_out_as_it_is_produced(monkeypatch: pytest.Monkey
         yield b"second"
 
     stream = RecordingStream()
-    serve_one(app, stream)
+    serve_one(app, stream, exchange_type=counting)
     assert made[0][0] == [_START, _DATA]  # a generator's items are not held back
     assert bytes(stream.body) == b"firstsecond"
     assert stream.response_complete
+
+
+def _complete(send: Any) -> None:
+    """Run a fake send that never waits to its end, here."""
+    try:
+        send.send(None)
+    except StopIteration:
+        return
+    raise AssertionError("the fake stream's send waited")
+
+
+class NowaitStream(RecordingStream):
+    """A stream that also sends without a coroutine, as HTTP/1.1's does
+    (``start_response_nowait``/``send_body_nowait``): the adapter's fast path."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.nowait: list[str] = []
+
+    def start_response_nowait(self, status: int, headers: Headers,
+                              trailers: bool = False) -> None:
+        self.nowait.append("start")
+        _complete(self.start_response(status, headers, trailers))
+
+    def send_body_nowait(self, data: bytes, more: bool) -> None:
+        self.nowait.append("body")
+        _complete(self.send_body(data, more))
+
+
+@pytest.mark.parametrize("close", [False, True], ids=["keep-alive", "connection-close"])
+def test_a_small_whole_response_goes_out_without_a_coroutine(close: bool):
+    made, counting = _count_posts()
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("200 OK", [("Content-Type", "text/plain")]
+                       + ([("Connection", "close")] if close else []))
+        return [b"hel", b"lo"]
+
+    stream = NowaitStream()
+    handler = serve_one(app, stream, exchange_type=counting)
+    assert made == [[[_WHOLE, _END]]]
+    assert stream.nowait == ["start", "body"]  # no start_response/send_body coroutine
+    assert stream.status == 200 and stream.sends == [(b"hello", False)]
+    assert stream.response_complete and not stream.aborted
+    assert stream.closes_after is close
+    assert handler.free == handler.size
+
+
+def test_a_small_whole_response_for_a_client_gone_is_not_sent():
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        stream.disconnect()  # the client leaves while the app runs
+        start_response("200 OK", [])
+        return [b"hello"]
+
+    stream = NowaitStream()
+    handler = serve_one(app, stream)
+    # The head is refused (ClientDisconnected), so nothing else is tried.
+    assert stream.nowait == ["start"] and stream.sends == [] and stream.status is None
+    assert handler.free == handler.size
 
 
 def test_a_list_iterator_with_a_bad_item_answers_500(errors: Any):

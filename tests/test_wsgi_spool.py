@@ -146,15 +146,22 @@ async def until(event: threading.Event) -> None:
 
 
 def watch_slots(handler: WSGIHandler) -> asyncio.Event:
-    """An event set each time the handler releases a slot (on the loop)."""
+    """An event set each time the handler releases a slot (on the loop).
+
+    Through the handler's ``exchange_type`` hook, which wraps each exchange's
+    ``on_done`` (compiled, the handler's methods cannot be replaced)."""
     released = asyncio.Event()
-    real = handler._release_slot
+    make = handler.exchange_type
 
-    def release() -> None:
-        real()
-        released.set()
+    def exchange(loop: Any, stream: Any, spool_cap: int = 0, on_done: Any = None,
+                 budget: Any = None) -> Any:
+        def release() -> None:
+            on_done()
+            released.set()
 
-    handler._release_slot = release  # type: ignore[method-assign]
+        return make(loop, stream, spool_cap, release, budget)
+
+    handler.exchange_type = exchange
     return released
 
 
@@ -345,14 +352,14 @@ def test_beyond_the_cap_the_thread_waits_for_the_client(spools, monkeypatch, cap
     app = BigApp()
     handler = WSGIHandler(app, Config(threads=1, **options))
     blocked = threading.Event()
-    real_wait = wsgi_mod._Exchange._wait
 
-    def wait(self: Any, ready: Callable[[], bool]) -> None:
-        if self.spool_cap == 0:
-            blocked.set()  # the thread waits for the client, spooling no more
-        real_wait(self, ready)
+    class Exchange(wsgi_mod._Exchange):
+        def _wait(self, ready: Callable[[], bool]) -> None:
+            if self.spool_cap == 0:
+                blocked.set()  # the thread waits for the client, spooling no more
+            super()._wait(ready)
 
-    monkeypatch.setattr(wsgi_mod._Exchange, "_wait", wait)
+    handler.exchange_type = Exchange
 
     async def main() -> None:
         stream = StalledStream()
@@ -387,14 +394,14 @@ def test_the_worker_cap_is_shared_by_every_response(spools, monkeypatch):
     handler = WSGIHandler(app, Config(threads=2, wsgi_spool_max=MIB))
     # Set when the response's thread waits for its client, spooling no more.
     waits = {b"/1": threading.Event(), b"/2": threading.Event()}
-    real_wait = wsgi_mod._Exchange._wait
 
-    def wait(self: Any, ready: Callable[[], bool]) -> None:
-        if self.spool_cap == 0:
-            waits[self.stream.raw_path].set()
-        real_wait(self, ready)
+    class Exchange(wsgi_mod._Exchange):
+        def _wait(self, ready: Callable[[], bool]) -> None:
+            if self.spool_cap == 0:
+                waits[self.stream.raw_path].set()
+            super()._wait(ready)
 
-    monkeypatch.setattr(wsgi_mod._Exchange, "_wait", wait)
+    handler.exchange_type = Exchange
 
     async def main() -> None:
         one = StalledStream(path=b"/1")
@@ -478,19 +485,19 @@ def test_a_busy_loop_makes_no_spool_for_a_client_that_reads(spools, monkeypatch)
     app = BigApp()
     handler = WSGIHandler(app, Config(threads=1))
     decided = threading.Event()  # the thread waits without a deadline, or spooled
-    real_wait = wsgi_mod._Exchange._wait
     real_file = wsgi_mod.tempfile.TemporaryFile
 
-    def wait(self: Any, ready: Callable[[], bool], *timeout: Any) -> Any:
-        if not timeout:
-            decided.set()
-        return real_wait(self, ready, *timeout)
+    class Exchange(wsgi_mod._Exchange):
+        def _wait(self, ready: Callable[[], bool], *timeout: Any) -> Any:
+            if not timeout:
+                decided.set()
+            return super()._wait(ready, *timeout)
 
     def spool_file(*args: Any, **kwargs: Any) -> Any:
         decided.set()
         return real_file(*args, **kwargs)
 
-    monkeypatch.setattr(wsgi_mod._Exchange, "_wait", wait)
+    handler.exchange_type = Exchange
     monkeypatch.setattr(wsgi_mod.tempfile, "TemporaryFile", spool_file)
 
     async def main() -> None:
@@ -620,20 +627,20 @@ def test_a_file_response_for_a_client_already_gone_is_not_sent(big_file):
     handler = WSGIHandler(app, Config(threads=1))
     stream = FakeStream()
 
-    real_post_file = wsgi_mod._Exchange.post_file
 
-    def post_file(self: Any, *args: Any) -> None:
-        self.stream.disconnected = True  # the client left just now
-        real_post_file(self, *args)
+    class Exchange(wsgi_mod._Exchange):
+        def post_file(self, *args: Any) -> None:
+            self.stream.disconnected = True  # the client left just now
+            super().post_file(*args)
+
+    handler.exchange_type = Exchange
 
     async def main() -> None:
         before = open_fds()
         await asyncio.wait_for(handler(stream), LONG)
         assert open_fds() == before and app.close_calls == 1 and stream.body == b""
 
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(wsgi_mod._Exchange, "post_file", post_file)
-        try:
-            asyncio.run(main())
-        finally:
-            stop(handler)
+    try:
+        asyncio.run(main())
+    finally:
+        stop(handler)

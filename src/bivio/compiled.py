@@ -33,6 +33,7 @@ MODULES = (
     "bivio.protocols.http1",
     "bivio.adapters.asgi_scope",
     "bivio.adapters.asgi",
+    "bivio.adapters.wsgi",
 )
 
 ENV = "BIVIO_NO_EXTENSIONS"

@@ -237,7 +237,7 @@ class _Exchange:
     __slots__ = ("loop", "stream", "lock", "cond", "items", "pending", "waiter", "gone",
                  "result", "has_result", "thread_waiting", "spool", "spool_cap", "spooled",
                  "spooling", "thread_done", "pump_done", "on_done", "released", "budget",
-                 "blocked", "file_fd")
+                 "blocked", "file_fd", "nowait")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, stream: Stream, spool_cap: int = 0,
                  on_done: Callable[[], None] | None = None,
@@ -265,6 +265,9 @@ class _Exchange:
         self.budget = budget
         self.blocked = False  # the loop's send is suspended: the client pushes back
         self.file_fd = -1  # a file_wrapper's duplicate descriptor, the loop's to close
+        # The stream sends without a coroutine when nothing waits (HTTP/1.1: see
+        # :meth:`bivio.protocols.http1.H1Stream.send_body_nowait`): the pump's fast path.
+        self.nowait = hasattr(type(stream), "send_body_nowait")
 
     # -- thread side -----------------------------------------------------------------
 
@@ -384,6 +387,10 @@ class _Exchange:
         (one more hop to the loop, only then) and a spool is closed if the pump
         ended first.
         """
+        self._finish(items, final, size)
+
+    def _finish(self, items: tuple[tuple[Any, ...], ...], final: bool, size: int) -> None:
+        """:meth:`finish` with its items in one tuple (the thread's own, cheaper call)."""
         spool = None
         release = False
         with self.lock:
@@ -525,21 +532,73 @@ class _Exchange:
             if self.thread_waiting and self.pending <= LOW_WATER and self.cond is not None:
                 self.cond.notify_all()
 
-    async def _send_data(self, data: bytes, more: bool, finished: bool) -> None:
-        """Send response bytes the thread posted (unless the response is given up), then
-        take them off the queued count. ``finished``: the thread is done, so nobody
-        else writes the count or waits on it (no lock, no wake-up)."""
+    def _send_first(self, data: bytes, more: bool) -> tuple[Any, Any] | None:
+        """Send response bytes the thread posted (unless the response is given up) as far
+        as they go at once: None when done, else the rest to await (:meth:`_send_rest`).
+
+        A stream that can send without a coroutine (HTTP/1.1's ``send_body_nowait``)
+        is asked that way: a send the client takes at once then costs no coroutine.
+        """
+        if self.gone:
+            return None
+        try:
+            if self.nowait:
+                waiter = self.stream.send_body_nowait(data, more)
+                return None if waiter is None else _first_step(waiter)
+            return _first_step(self.stream.send_body(data, more))
+        except ClientDisconnected:
+            self._abandon()
+        except Exception as exc:  # e.g. more than the announced Content-Length
+            self._send_failed(exc)
+        return None
+
+    async def _send_rest(self, step: tuple[Any, Any]) -> None:
+        """Await the rest of a send whose first step suspended (see :func:`_first_step`)."""
+        try:
+            await _watch_rest(step[0], step[1], self._set_blocked)
+        except ClientDisconnected:
+            self._abandon()
+        except Exception as exc:
+            self._send_failed(exc)
+
+    def _take_whole(self) -> tuple[Any, ...] | None:
+        """The usual request's items, ``[_WHOLE, _END]`` (a small whole response, then the
+        thread's end), taken for :meth:`_send_whole` when the stream sends without a
+        coroutine; None: anything else, left where it is for :meth:`pump`."""
+        if not self.nowait:
+            return None
+        with self.lock:
+            items = self.items
+            if len(items) != 2 or items[0][0] != _WHOLE or items[1][0] != _END:
+                return None
+            self.items = []
+        return items[0]
+
+    def _send_whole(self, item: tuple[Any, ...]) -> tuple[Any, Any] | None:
+        """A ``_WHOLE`` item on a stream that sends without a coroutine: the head, then
+        the body as far as it goes at once (the rest, if any: :meth:`_send_rest`)."""
         if not self.gone:
+            stream = self.stream
+            if item[3]:  # the app said Connection: close
+                stream.close_after_response()
             try:
-                step = _first_step(self.stream.send_body(data, more))
-                if step is not None:
-                    await _watch_rest(step[0], step[1], self._set_blocked)
+                stream.start_response_nowait(item[1], item[2])
             except ClientDisconnected:
                 self._abandon()
-            except Exception as exc:  # e.g. more than the announced Content-Length
-                logger.error("WSGI response could not be sent: %s", exc)
-                self.stream.abort()
-                self._abandon()
+        return self._send_first(item[4], False)
+
+    def _send_failed(self, exc: Exception) -> None:
+        logger.error("WSGI response could not be sent: %s", exc)
+        self.stream.abort()
+        self._abandon()
+
+    async def _send_data(self, data: bytes, more: bool, finished: bool) -> None:
+        """Send response bytes the thread posted, then take them off the queued count.
+        ``finished``: the thread is done, so nobody else writes the count or waits on
+        it (no lock, no wake-up)."""
+        step = self._send_first(data, more)
+        if step is not None:
+            await self._send_rest(step)
         if finished:
             self.pending -= len(data)
         else:
@@ -577,14 +636,23 @@ class _Exchange:
                 # The usual tags first: a small response is [_WHOLE, _END].
                 if tag == _WHOLE:
                     data = item[4]
-                    if not self.gone:
-                        if item[3]:  # the app said Connection: close
-                            stream.close_after_response()
-                        try:
-                            await stream.start_response(item[1], item[2])
-                        except ClientDisconnected:
-                            self._abandon()
-                    await self._send_data(data, False, finished)
+                    if self.nowait:
+                        step = self._send_whole(item)
+                    else:
+                        if not self.gone:
+                            if item[3]:  # the app said Connection: close
+                                stream.close_after_response()
+                            try:
+                                await stream.start_response(item[1], item[2])
+                            except ClientDisconnected:
+                                self._abandon()
+                        step = self._send_first(data, False)
+                    if step is not None:
+                        await self._send_rest(step)
+                    if finished:
+                        self.pending -= len(data)
+                    else:
+                        self._sent(len(data))
                 elif tag == _DATA:
                     data = item[1]
                     if i < count and items[i][0] == _DATA:
@@ -637,7 +705,10 @@ class _Exchange:
                         if item[3]:  # the app said Connection: close
                             stream.close_after_response()
                         try:
-                            await stream.start_response(item[1], item[2])
+                            if self.nowait:
+                                stream.start_response_nowait(item[1], item[2])
+                            else:
+                                await stream.start_response(item[1], item[2])
                         except ClientDisconnected:
                             self._abandon()
                 elif tag == _READ:
@@ -959,6 +1030,9 @@ class WSGIHandler:
         self.pause_above = self.size + QUEUE_BEFORE_PAUSE
         self.resume_at = self.size + QUEUE_BEFORE_PAUSE // 2
         self.ctx: ServerContext | None = None
+        # The class of each request's mailbox: tests hook a subclass in here (compiled,
+        # the module's classes cannot be patched).
+        self.exchange_type: Callable[..., _Exchange] = _Exchange
         logger.info("WSGI application: %d thread%s per worker", self.size,
                     "" if self.size == 1 else "s")
         self.base_environ: dict[str, Any] = {
@@ -1038,8 +1112,7 @@ class WSGIHandler:
         # spooled response or a file may still be going out), or at the latest when the
         # pump ends (the finally below).
         loop = (self.ctx and self.ctx.loop) or asyncio.get_running_loop()
-        exchange = _Exchange(loop, stream, self.response_buffer, self._release_slot,
-                             self.spool_budget)
+        exchange = self._new_exchange(loop, stream)
         self.busy += 1
         busy = self.busy
         if busy > self.pause_above and self.ctx is not None:
@@ -1048,7 +1121,7 @@ class WSGIHandler:
         # pump does not look for items before there can be any.
         exchange.waiter = first = loop.create_future()
         try:
-            call = _Call(self, stream, exchange, body, size, queued=busy > self.size)
+            call = _Call(self, stream, exchange, body, size, busy > self.size)
             try:
                 self.pool.submit(call.run, busy)
             except BaseException:
@@ -1057,7 +1130,20 @@ class WSGIHandler:
                 raise
             # From here on the call's thread closes the body, whatever happens.
             try:
-                await exchange.pump(first)
+                await first
+                whole = exchange._take_whole()
+                if whole is None:
+                    await exchange.pump()
+                else:
+                    # The usual request, as the pump would carry it out but without its
+                    # coroutine: a small whole response, then the thread's end.
+                    step = exchange._send_whole(whole)
+                    if step is not None:
+                        await exchange._send_rest(step)
+                    exchange.pending -= len(whole[4])
+                    if not (stream.response_complete or stream.disconnected):
+                        exchange.items = [(_END,)]  # the thread is done: only the end is left
+                        await exchange.pump()
             except BaseException:
                 # Forced shutdown (or a bug): the thread cannot be stopped, only told
                 # the client is gone; it then finishes on its own without the loop.
@@ -1068,13 +1154,18 @@ class WSGIHandler:
             exchange.end_pump()
             exchange.release()
 
+    def _new_exchange(self, loop: asyncio.AbstractEventLoop, stream: Stream) -> _Exchange:
+        """The request's mailbox, of :attr:`exchange_type` (compiled: a typed one)."""
+        return self.exchange_type(loop, stream, self.response_buffer, self._release_slot,
+                                  self.spool_budget)
+
     def environ(self, stream: Stream) -> dict[str, Any]:
         """The PEP 3333 environ (``wsgi.input`` is set by the caller).
 
         It runs for every request, in the app's thread, and every step of it holds
         the GIL the loop waits for: the few values that repeat (the protocol, the
         port, the environ key of a header name) are made once, and a byte is looked
-        for with ``find`` (``b"%" in path`` first tries the byte as an integer, and
+        for as an integer (``b"%" in path`` first tries the byte as an integer, and
         raising and clearing that error costs more than the search).
         """
         raw_path = stream.raw_path
@@ -1083,10 +1174,12 @@ class WSGIHandler:
         env = self.base_environ.copy()
         env["REQUEST_METHOD"] = stream.method
         # A prefix the proxy kept belongs in SCRIPT_NAME, not PATH_INFO.
-        env["PATH_INFO"] = (app_path(raw_path, root) if root or raw_path.find(b"%") >= 0
+        env["PATH_INFO"] = (app_path(raw_path, root) if root or 0x25 in raw_path  # b"%"
                             else raw_path.decode("latin-1"))
-        env["QUERY_STRING"] = stream.query_string.decode("latin-1")
-        env["SERVER_PROTOCOL"] = _PROTOCOLS.get(version) or "HTTP/" + version
+        query = stream.query_string
+        env["QUERY_STRING"] = query.decode("latin-1")
+        protocols = _PROTOCOLS
+        env["SERVER_PROTOCOL"] = protocols.get(version) or "HTTP/" + version
         env["wsgi.url_scheme"] = stream.scheme
         env["wsgi.errors"] = ErrorStream()
         if stream.tls is not None:
@@ -1111,13 +1204,15 @@ class WSGIHandler:
         if server is not None:
             env["SERVER_NAME"] = server[0]
             port = server[1]
-            env["SERVER_PORT"] = _PORTS.get(port) or _port_text(port)
+            ports = _PORTS
+            env["SERVER_PORT"] = ports.get(port) or _port_text(port)
         else:  # a UNIX socket: the Host header is all there is
             host = env.get("HTTP_HOST", "localhost")
-            name, _, text = host.rpartition(":") if not host.endswith("]") else (host, "", "")
-            if not name or not text.isdigit():
-                name, text = host, "443" if stream.scheme == "https" else "80"
-            env["SERVER_NAME"], env["SERVER_PORT"] = name, text
+            host_name, _, text = (host.rpartition(":") if not host.endswith("]")
+                                  else (host, "", ""))
+            if not host_name or not text.isdigit():
+                host_name, text = host, "443" if stream.scheme == "https" else "80"
+            env["SERVER_NAME"], env["SERVER_PORT"] = host_name, text
         return env
 
 
@@ -1196,7 +1291,13 @@ class _Call:
                 exc_info = None  # PEP 3333: avoid the traceback reference cycle
         elif self.status is not None:
             raise WSGIError("start_response() called a second time without exc_info")
-        code = _CODES.get(status) if type(status) is str else None
+        self._start(status, headers)
+        return self.write
+
+    def _start(self, status: str, headers: list[tuple[str, str]]) -> None:
+        """start_response's checks and encoding (compiled: typed, a direct call)."""
+        codes = _CODES
+        code = codes.get(status) if type(status) is str else None
         if code is None:
             code = _status_code(status)
         encoded: Headers = []
@@ -1248,7 +1349,6 @@ class _Call:
         self.headers = encoded
         self.content_length = length
         self.close = close
-        return self.write
 
     def write(self, data: bytes) -> None:
         """The legacy ``write()`` callable; also used for each item of the iterable."""
@@ -1303,10 +1403,10 @@ class _Call:
                 body.close()
             held = self.held
             if held is None:
-                exchange.finish((_END,), final=True)
+                exchange._finish(((_END,),), True, 0)
             else:  # the response and the end: one hand-off for the whole request
                 self.held = None
-                exchange.finish(held, (_END,), final=True, size=len(held[4]))
+                exchange._finish((held, (_END,)), True, len(held[4]))
 
     def _respond(self, env: dict[str, Any]) -> None:
         result = self.handler.app(env, self.start_response)
@@ -1444,7 +1544,7 @@ class _Call:
             logger.error("%s", exc)
         else:
             logger.error("Exception in WSGI application", exc_info=exc)
-        self.exchange.finish((_FAIL,))
+        self.exchange._finish(((_FAIL,),), False, 0)
 
 
 _LIST_ITERATOR = type(iter([]))
