@@ -1,7 +1,8 @@
 """The optional compiled hot path: which modules, whether they are compiled, and the switch.
 
 A few hot modules (the HTTP/1.1 protocol, write flow control, the server context,
-the header validator, the ASGI adapter and its scope builder) are plain Python
+the header validator, the ASGI adapter and its scope builder, the WSGI adapter)
+are plain Python
 that Cython can compile in pure-Python mode: the ``.pxd`` file beside each ``.py``
 declares its classes as extension types with typed attributes (a module of
 functions only has one too, saying so: compiled, its calls skip the
