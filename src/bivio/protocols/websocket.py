@@ -72,6 +72,9 @@ _HANDSHAKE_HEADERS = frozenset({b"sec-websocket-protocol", b"sec-websocket-exten
 CLOSE_TIMEOUT = 10.0  # seconds to wait for the peer's side of the closing handshake
 QUEUE_HIGH = 16  # received messages buffered for the app before reading pauses (default)
 QUEUE_LOW = 4  # ... and resumes once the app has caught up to this many (a quarter)
+# Messages the app sends wait in the protocol until its task step ends (one write for
+# all of them, see WebSocket.send), unless this many payload bytes are waiting.
+WRITE_BATCH = 16 * 1024
 
 _TEXT, _BINARY, _CONT = Opcode.TEXT, Opcode.BINARY, Opcode.CONT
 _CLOSE, _PONG = Opcode.CLOSE, Opcode.PONG
@@ -186,6 +189,7 @@ class WebSocket(WriteFlow, asyncio.Protocol):
         self._decoder: codecs.IncrementalDecoder | None = None
         self._failed_code: int | None = None
         self._lost = False
+        self._unsent = -1  # payload bytes sent by the app, not written yet (-1: none)
         self._reading_paused = True  # HTTP/1.1 paused reading at the upgrade
         self._init_write_flow(config.timeout_send)  # --timeout-send: see flow.py
         self._ping_timer: asyncio.TimerHandle | None = None
@@ -358,17 +362,46 @@ class WebSocket(WriteFlow, asyncio.Protocol):
     # -- writing ---------------------------------------------------------------------------
 
     def _flush(self) -> None:
-        """Write what the protocol produced; an empty chunk means: our side is done."""
+        """Write what the protocol produced; an empty chunk means: our side is done.
+
+        Consecutive frames go out in one write (the app's messages of one task step).
+        """
+        self._unsent = -1
+        chunks = self._proto.data_to_send()
+        if chunks and not self._lost:
+            if len(chunks) == 1 and chunks[0]:
+                self.transport.write(chunks[0])
+            else:
+                self._write_chunks(chunks)
+        if self._close_timer is None and not self._lost and self._proto.close_expected():
+            self._close_timer = self.loop.call_later(CLOSE_TIMEOUT, self._on_close_timeout)
+
+    def _write_chunks(self, chunks: list[bytes]) -> None:
+        """Several chunks: small frames joined into one write, a large one on its own."""
         transport = self.transport
-        for data in self._proto.data_to_send():
+        run: list[bytes] = []
+        for data in chunks:
             if self._lost:
-                break
+                return
+            if data and len(data) < WRITE_BATCH:
+                run.append(data)
+                continue
+            if run:
+                transport.write(b"".join(run) if len(run) > 1 else run[0])
+                run = []
+                if self._lost:
+                    return
             if data:
                 transport.write(data)
             else:
                 self._half_close()
-        if self._close_timer is None and not self._lost and self._proto.close_expected():
-            self._close_timer = self.loop.call_later(CLOSE_TIMEOUT, self._on_close_timeout)
+        if run and not self._lost:
+            transport.write(b"".join(run) if len(run) > 1 else run[0])
+
+    def _flush_later(self) -> None:
+        """End of the task step that sent messages: write them (see :meth:`send`)."""
+        if self._unsent >= 0:
+            self._flush()
 
     def _half_close(self) -> None:
         """Server side of the closing handshake: FIN now, then wait for the client's."""
@@ -430,6 +463,8 @@ class WebSocket(WriteFlow, asyncio.Protocol):
             closed = self.closed_code
             if closed is not None:
                 raise WebSocketClosed(*closed)
+            if self._unsent >= 0:
+                self._flush()  # the app waits: what it sent goes out now
             fut = self._receiver = self.loop.create_future()
             try:
                 await fut
@@ -437,15 +472,31 @@ class WebSocket(WriteFlow, asyncio.Protocol):
                 self._receiver = None
 
     async def send(self, data: str | bytes) -> None:
-        """Send one message; waits while the client does not read."""
+        """Send one message; waits while the client does not read.
+
+        The frame is written once the app's task step ends (a callback queued by
+        the step's first send), so the messages of one step, such as the answers
+        to a batch of messages read at once, leave in one write instead of one
+        system call each. Anything else the protocol writes (a pong, a close)
+        writes the waiting frames first, in order; :data:`WRITE_BATCH` payload
+        bytes waiting, or a paused transport, write at once.
+        """
         proto = self._proto
         if proto.state is not _OPEN or self._lost:
             raise ClientDisconnected("the WebSocket is closed")
         if isinstance(data, str):
-            proto.send_text(data.encode("utf-8"))
+            data = data.encode("utf-8")
+            proto.send_text(data)
         else:
             proto.send_binary(data)
-        self._flush()
+        unsent = self._unsent
+        if unsent < 0:
+            unsent = 0
+            self.loop.call_soon(self._flush_later)
+        unsent += len(data)
+        self._unsent = unsent
+        if unsent >= WRITE_BATCH or self.write_paused:
+            self._flush()
         if self.write_paused:
             if logger.isEnabledFor(logging.DEBUG):
                 logger.debug("WebSocket %s: send waits for the client to read", self._peer())
@@ -538,4 +589,6 @@ class WebSocket(WriteFlow, asyncio.Protocol):
     def close_now(self) -> None:
         """Forced shutdown: close the socket without a closing handshake."""
         if not self._lost:
+            if self._unsent >= 0:
+                self._flush()  # what the app sent still goes out before the FIN
             self.transport.close()
