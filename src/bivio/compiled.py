@@ -29,6 +29,8 @@ MODULES = (
     "bivio.core.context",
     "bivio.protocols.http1",
     "bivio.adapters.asgi",
+    "bivio.protocols.websocket",
+    "bivio.adapters.asgi_ws",
 )
 
 ENV = "BIVIO_NO_EXTENSIONS"

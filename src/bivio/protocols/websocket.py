@@ -137,7 +137,7 @@ def deflate_factory() -> ServerPerMessageDeflateFactory:
     )
 
 
-class WebSocket(WriteFlow, asyncio.Protocol):
+class WebSocket(WriteFlow):
     """One WebSocket connection, from the upgrade request to the closed socket.
 
     Created by the stream's protocol for a WebSocket request. Until
