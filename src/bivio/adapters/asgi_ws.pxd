@@ -1,3 +1,6 @@
+cdef class _Sent:
+    pass
+
 cdef class WebSocketCycle:
     cdef public object stream
     cdef public object ws
@@ -5,6 +8,7 @@ cdef class WebSocketCycle:
     cdef public bint connect_sent
     cdef public bint disconnected
     cdef public bint response_done
+    cdef public bint nowait
 
 cdef class ASGIWebSocketHandler:
     cdef public object app

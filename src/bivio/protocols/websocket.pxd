@@ -39,4 +39,6 @@ cdef class WebSocket(WriteFlow):
     cpdef _fail(self, int code, str reason)
     cpdef _schedule_ping(self)
     cpdef _pause_reading(self)
+    cpdef object receive_nowait(self)
+    cpdef bint send_nowait(self, object data) except -1
     cpdef _resume_reading(self)

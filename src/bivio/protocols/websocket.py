@@ -451,14 +451,21 @@ class WebSocket(WriteFlow):
             return 1006, ""
         return None
 
+    def receive_nowait(self) -> str | bytes | None:
+        """The next message if one is waiting, else None (then the adapter awaits receive())."""
+        messages = self._messages
+        if not messages:
+            return None
+        message = messages.popleft()
+        if self._reading_paused and len(messages) <= self._queue_low:
+            self._resume_reading()
+        return message
+
     async def receive(self) -> str | bytes:
         """The next message; raises :class:`WebSocketClosed` once none can follow."""
         while True:
-            messages = self._messages
-            if messages:
-                message = messages.popleft()
-                if self._reading_paused and len(messages) <= self._queue_low:
-                    self._resume_reading()
+            message = self.receive_nowait()
+            if message is not None:
                 return message
             closed = self.closed_code
             if closed is not None:
@@ -472,7 +479,12 @@ class WebSocket(WriteFlow):
                 self._receiver = None
 
     async def send(self, data: str | bytes) -> None:
-        """Send one message; waits while the client does not read.
+        """Send one message; waits while the client does not read (see :meth:`send_nowait`)."""
+        if self.send_nowait(data):
+            await self.wait_sent()
+
+    def send_nowait(self, data: str | bytes) -> bool:
+        """:meth:`send` without its wait: True when the caller must ``await wait_sent()``.
 
         The frame is written once the app's task step ends (a callback queued by
         the step's first send), so the messages of one step, such as the answers
@@ -497,6 +509,10 @@ class WebSocket(WriteFlow):
         self._unsent = unsent
         if unsent >= WRITE_BATCH or self.write_paused:
             self._flush()
+        return self.write_paused
+
+    async def wait_sent(self) -> None:
+        """The wait of :meth:`send`: until the client reads again (or is gone)."""
         if self.write_paused:
             if logger.isEnabledFor(logging.DEBUG):
                 logger.debug("WebSocket %s: send waits for the client to read", self._peer())
