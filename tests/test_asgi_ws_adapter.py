@@ -13,9 +13,39 @@ from bivio.adapters.asgi import ASGIHandler
 from bivio.core.stream import ClientDisconnected
 
 
+class NowaitFakeWebSocket(FakeWebSocket):
+    """With the fast paths of protocols.websocket.WebSocket: receive_nowait, send_nowait."""
+
+    paused = False  # send_nowait() answers True: the adapter then awaits wait_sent()
+    waits = 0
+
+    def receive_nowait(self) -> str | bytes | None:
+        return self._incoming.popleft() if self._incoming else None
+
+    def send_nowait(self, data: str | bytes) -> bool:
+        if self.closed is not None or self._client_closed is not None:
+            raise ClientDisconnected("the WebSocket is closed")
+        self.sent.append(data)
+        return self.paused
+
+    async def wait_sent(self) -> None:
+        self.waits += 1
+
+
+SESSION: type[FakeWebSocket] = FakeWebSocket
+
+
+@pytest.fixture(autouse=True, params=[FakeWebSocket, NowaitFakeWebSocket],
+                ids=["coroutines", "nowait"])
+def session_kind(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Every test twice: a session with coroutines only, and one with the fast paths."""
+    monkeypatch.setitem(globals(), "SESSION", request.param)
+    return request.param
+
+
 def upgrade(path: bytes = b"/ws", subprotocols: list[str] | None = None, **kwargs: Any
             ) -> tuple[FakeStream, FakeWebSocket]:
-    ws = FakeWebSocket(subprotocols=subprotocols, handshake_error=kwargs.pop("error", None))
+    ws = SESSION(subprotocols=subprotocols, handshake_error=kwargs.pop("error", None))
     return FakeStream(path=path, upgrade="websocket", websocket=ws, **kwargs), ws
 
 
@@ -374,3 +404,30 @@ def test_close_without_a_code_is_1000_and_closing_twice_is_harmless(errors: Any)
     run(app, stream)
     assert ws.closed == (1000, "")
     assert errors() == []
+
+
+def test_fast_path_errors_are_raised_where_the_app_awaits(session_kind: Any) -> None:
+    """send() that needs no coroutine still raises at the await, as a coroutine would."""
+    if session_kind is not NowaitFakeWebSocket:
+        pytest.skip("the fast path only")
+    seen: list[Any] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await accept(receive, send)
+        pending = send({"type": "websocket.send"})  # neither text nor bytes
+        seen.append("called")
+        with pytest.raises(ValueError, match="needs 'text' or 'bytes'"):
+            await pending
+        ws.paused = True
+        await send({"type": "websocket.send", "bytes": bytearray(b"x")})
+        seen.append(ws.waits)
+        ws.client_close(1001)
+        assert (await receive())["type"] == "websocket.disconnect"
+        with pytest.raises(ClientDisconnected):
+            await send({"type": "websocket.send", "text": "late"})
+        seen.append("done")
+
+    stream, ws = upgrade()
+    run(app, stream)
+    assert seen == ["called", 1, "done"]
+    assert ws.sent == [b"x"]

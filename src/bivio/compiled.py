@@ -1,9 +1,8 @@
 """The optional compiled hot path: which modules, whether they are compiled, and the switch.
 
-A few hot modules (the HTTP/1.1 protocol, write flow control, the server context,
-the header validator, the ASGI adapter and its scope builder, the WSGI adapter)
-are plain Python
-that Cython can compile in pure-Python mode: the ``.pxd`` file beside each ``.py``
+A few hot modules (the HTTP/1.1 and WebSocket protocols, write flow control, the
+server context, the header validator, the ASGI adapter with its scope builder and
+WebSocket part, the WSGI adapter) are plain Python that Cython can compile in pure-Python mode: the ``.pxd`` file beside each ``.py``
 declares its classes as extension types with typed attributes (a module of
 functions only has one too, saying so: compiled, its calls skip the
 interpreter's frames), and ``setup.py`` builds them when Cython and a C compiler
@@ -32,7 +31,9 @@ MODULES = (
     "bivio.core.headers",
     "bivio.core.context",
     "bivio.protocols.http1",
+    "bivio.protocols.websocket",
     "bivio.adapters.asgi_scope",
+    "bivio.adapters.asgi_ws",
     "bivio.adapters.asgi",
     "bivio.adapters.wsgi",
 )

@@ -29,16 +29,41 @@ from ..core.stream import (
 from .asgi_scope import connection_scope
 
 _CONNECTING, _CONNECTED, _RESPONSE, _CLOSED = range(4)
+_EXHAUSTED = iter(())
+
+
+class _Sent:
+    """What ``send`` returns when the message is already taken: awaiting it returns at once.
+
+    (As :class:`bivio.adapters.asgi._Ready`: no coroutine, no object per call.)
+    """
+
+    __slots__ = ()
+
+    def __await__(self) -> Any:
+        return _EXHAUSTED
+
+
+SENT = _Sent()
+
+
+async def _raise(exc: BaseException) -> None:
+    """An error of ``send``'s fast path, raised where the app awaits, as from a coroutine."""
+    raise exc
 
 
 class WebSocketCycle:
     """``receive`` and ``send`` for one WebSocket connection."""
 
-    __slots__ = ("stream", "ws", "state", "connect_sent", "disconnected", "response_done")
+    __slots__ = ("stream", "ws", "state", "connect_sent", "disconnected", "response_done",
+                 "nowait")
 
     def __init__(self, stream: Stream, ws: WebSocketSession) -> None:
         self.stream = stream
         self.ws = ws
+        # The session takes a message without a coroutine (protocols.websocket.WebSocket:
+        # receive_nowait/send_nowait, found on its class): the fast paths below.
+        self.nowait = hasattr(type(ws), "send_nowait")
         self.state = _CONNECTING
         self.connect_sent = False
         self.disconnected = False  # receive() returned websocket.disconnect
@@ -55,18 +80,39 @@ class WebSocketCycle:
             await self.stream.wait_closed()
             self.disconnected = True
             return {"type": "websocket.disconnect", "code": 1006, "reason": ""}
-        try:
-            message = await self.ws.receive()
-        except WebSocketClosed as closed:
-            self.disconnected = True
-            if self.state == _CONNECTED:
-                self.state = _CLOSED
-            return {"type": "websocket.disconnect", "code": closed.code, "reason": closed.reason}
+        message = self.ws.receive_nowait() if self.nowait else None
+        if message is None:
+            try:
+                message = await self.ws.receive()
+            except WebSocketClosed as closed:
+                self.disconnected = True
+                if self.state == _CONNECTED:
+                    self.state = _CLOSED
+                return {"type": "websocket.disconnect", "code": closed.code,
+                        "reason": closed.reason}
         if type(message) is str:
             return {"type": "websocket.receive", "text": message}
         return {"type": "websocket.receive", "bytes": message}
 
-    async def send(self, message: dict[str, Any]) -> None:
+    def send(self, message: dict[str, Any]) -> Any:
+        """ASGI ``send``: an awaitable; a message the session takes at once needs no coroutine."""
+        if self.nowait and self.state == _CONNECTED:
+            try:
+                if message["type"] == "websocket.send":
+                    text = message.get("text")
+                    if text is not None:
+                        wait = self.ws.send_nowait(text)
+                    else:
+                        data = message.get("bytes")
+                        if data is None:
+                            raise ValueError("'websocket.send' needs 'text' or 'bytes'")
+                        wait = self.ws.send_nowait(bytes(data))
+                    return self.ws.wait_sent() if wait else SENT
+            except Exception as exc:
+                return _raise(exc)
+        return self._send(message)
+
+    async def _send(self, message: dict[str, Any]) -> None:
         kind = message["type"]
         state = self.state
         if kind == "websocket.send":

@@ -72,6 +72,9 @@ _HANDSHAKE_HEADERS = frozenset({b"sec-websocket-protocol", b"sec-websocket-exten
 CLOSE_TIMEOUT = 10.0  # seconds to wait for the peer's side of the closing handshake
 QUEUE_HIGH = 16  # received messages buffered for the app before reading pauses (default)
 QUEUE_LOW = 4  # ... and resumes once the app has caught up to this many (a quarter)
+# Messages the app sends wait in the protocol until its task step ends (one write for
+# all of them, see WebSocket.send), unless this many payload bytes are waiting.
+WRITE_BATCH = 16 * 1024
 
 _TEXT, _BINARY, _CONT = Opcode.TEXT, Opcode.BINARY, Opcode.CONT
 _CLOSE, _PONG = Opcode.CLOSE, Opcode.PONG
@@ -134,7 +137,7 @@ def deflate_factory() -> ServerPerMessageDeflateFactory:
     )
 
 
-class WebSocket(WriteFlow, asyncio.Protocol):
+class WebSocket(WriteFlow):
     """One WebSocket connection, from the upgrade request to the closed socket.
 
     Created by the stream's protocol for a WebSocket request. Until
@@ -186,6 +189,7 @@ class WebSocket(WriteFlow, asyncio.Protocol):
         self._decoder: codecs.IncrementalDecoder | None = None
         self._failed_code: int | None = None
         self._lost = False
+        self._unsent = -1  # payload bytes sent by the app, not written yet (-1: none)
         self._reading_paused = True  # HTTP/1.1 paused reading at the upgrade
         self._init_write_flow(config.timeout_send)  # --timeout-send: see flow.py
         self._ping_timer: asyncio.TimerHandle | None = None
@@ -358,17 +362,46 @@ class WebSocket(WriteFlow, asyncio.Protocol):
     # -- writing ---------------------------------------------------------------------------
 
     def _flush(self) -> None:
-        """Write what the protocol produced; an empty chunk means: our side is done."""
+        """Write what the protocol produced; an empty chunk means: our side is done.
+
+        Consecutive frames go out in one write (the app's messages of one task step).
+        """
+        self._unsent = -1
+        chunks = self._proto.data_to_send()
+        if chunks and not self._lost:
+            if len(chunks) == 1 and chunks[0]:
+                self.transport.write(chunks[0])
+            else:
+                self._write_chunks(chunks)
+        if self._close_timer is None and not self._lost and self._proto.close_expected():
+            self._close_timer = self.loop.call_later(CLOSE_TIMEOUT, self._on_close_timeout)
+
+    def _write_chunks(self, chunks: list[bytes]) -> None:
+        """Several chunks: small frames joined into one write, a large one on its own."""
         transport = self.transport
-        for data in self._proto.data_to_send():
+        run: list[bytes] = []
+        for data in chunks:
             if self._lost:
-                break
+                return
+            if data and len(data) < WRITE_BATCH:
+                run.append(data)
+                continue
+            if run:
+                transport.write(b"".join(run) if len(run) > 1 else run[0])
+                run = []
+                if self._lost:
+                    return
             if data:
                 transport.write(data)
             else:
                 self._half_close()
-        if self._close_timer is None and not self._lost and self._proto.close_expected():
-            self._close_timer = self.loop.call_later(CLOSE_TIMEOUT, self._on_close_timeout)
+        if run and not self._lost:
+            transport.write(b"".join(run) if len(run) > 1 else run[0])
+
+    def _flush_later(self) -> None:
+        """End of the task step that sent messages: write them (see :meth:`send`)."""
+        if self._unsent >= 0:
+            self._flush()
 
     def _half_close(self) -> None:
         """Server side of the closing handshake: FIN now, then wait for the client's."""
@@ -418,18 +451,27 @@ class WebSocket(WriteFlow, asyncio.Protocol):
             return 1006, ""
         return None
 
+    def receive_nowait(self) -> str | bytes | None:
+        """The next message if one is waiting, else None (then the adapter awaits receive())."""
+        messages = self._messages
+        if not messages:
+            return None
+        message = messages.popleft()
+        if self._reading_paused and len(messages) <= self._queue_low:
+            self._resume_reading()
+        return message
+
     async def receive(self) -> str | bytes:
         """The next message; raises :class:`WebSocketClosed` once none can follow."""
         while True:
-            messages = self._messages
-            if messages:
-                message = messages.popleft()
-                if self._reading_paused and len(messages) <= self._queue_low:
-                    self._resume_reading()
+            message = self.receive_nowait()
+            if message is not None:
                 return message
             closed = self.closed_code
             if closed is not None:
                 raise WebSocketClosed(*closed)
+            if self._unsent >= 0:
+                self._flush()  # the app waits: what it sent goes out now
             fut = self._receiver = self.loop.create_future()
             try:
                 await fut
@@ -437,15 +479,40 @@ class WebSocket(WriteFlow, asyncio.Protocol):
                 self._receiver = None
 
     async def send(self, data: str | bytes) -> None:
-        """Send one message; waits while the client does not read."""
+        """Send one message; waits while the client does not read (see :meth:`send_nowait`)."""
+        if self.send_nowait(data):
+            await self.wait_sent()
+
+    def send_nowait(self, data: str | bytes) -> bool:
+        """:meth:`send` without its wait: True when the caller must ``await wait_sent()``.
+
+        The frame is written once the app's task step ends (a callback queued by
+        the step's first send), so the messages of one step, such as the answers
+        to a batch of messages read at once, leave in one write instead of one
+        system call each. Anything else the protocol writes (a pong, a close)
+        writes the waiting frames first, in order; :data:`WRITE_BATCH` payload
+        bytes waiting, or a paused transport, write at once.
+        """
         proto = self._proto
         if proto.state is not _OPEN or self._lost:
             raise ClientDisconnected("the WebSocket is closed")
         if isinstance(data, str):
-            proto.send_text(data.encode("utf-8"))
+            data = data.encode("utf-8")
+            proto.send_text(data)
         else:
             proto.send_binary(data)
-        self._flush()
+        unsent = self._unsent
+        if unsent < 0:
+            unsent = 0
+            self.loop.call_soon(self._flush_later)
+        unsent += len(data)
+        self._unsent = unsent
+        if unsent >= WRITE_BATCH or self.write_paused:
+            self._flush()
+        return self.write_paused
+
+    async def wait_sent(self) -> None:
+        """The wait of :meth:`send`: until the client reads again (or is gone)."""
         if self.write_paused:
             if logger.isEnabledFor(logging.DEBUG):
                 logger.debug("WebSocket %s: send waits for the client to read", self._peer())
@@ -538,4 +605,6 @@ class WebSocket(WriteFlow, asyncio.Protocol):
     def close_now(self) -> None:
         """Forced shutdown: close the socket without a closing handshake."""
         if not self._lost:
+            if self._unsent >= 0:
+                self._flush()  # what the app sent still goes out before the FIN
             self.transport.close()
