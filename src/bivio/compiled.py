@@ -2,10 +2,11 @@
 
 A few hot modules (the HTTP/1.1 and WebSocket protocols, write flow control, the
 server context, the header validator, the ASGI adapter with its scope builder and
-WebSocket part, the WSGI adapter) are plain Python that Cython can compile in pure-Python mode: the ``.pxd`` file beside each ``.py``
-declares its classes as extension types with typed attributes (a module of
-functions only has one too, saying so: compiled, its calls skip the
-interpreter's frames), and ``setup.py`` builds them when Cython and a C compiler
+WebSocket part, the WSGI adapter) are plain Python that Cython can compile in
+pure-Python mode: the ``.pxd`` file beside each ``.py`` declares its classes as
+extension types with typed attributes (a module of functions only has one too,
+saying so: compiled, its calls skip the interpreter's frames), and ``setup.py``
+builds them when Cython and a C compiler
 are there (``pip install`` falls back to the ``.py`` files otherwise). The
 ``.py`` files are the one source and run unchanged without compiling.
 
