@@ -1,6 +1,3 @@
-cdef class _Ready:
-    pass
-
 cdef class HTTPCycle:
     cdef public object stream
     cdef public bint body_done

@@ -25,27 +25,10 @@ from typing import Any
 from ..core.context import ServerContext
 from ..core.logs import logger
 from ..core.stream import ClientDisconnected, Stream, send_plain
-from .asgi_scope import connection_scope
+from .asgi_scope import READY, connection_scope
 from .asgi_ws import ASGIWebSocketHandler
 
 DISCONNECT = {"type": "http.disconnect"}
-_EXHAUSTED = iter(())
-
-
-class _Ready:
-    """What ``send`` returns when it is already done: awaiting it returns at once.
-
-    Cheaper than a coroutine (no frame, no object per call; an exhausted
-    iterator ends the ``await`` without a StopIteration).
-    """
-
-    __slots__ = ()
-
-    def __await__(self) -> Any:
-        return _EXHAUSTED
-
-
-READY = _Ready()
 
 
 class HTTPCycle:

@@ -1,6 +1,3 @@
-cdef class _Sent:
-    pass
-
 cdef class WebSocketCycle:
     cdef public object stream
     cdef public object ws

@@ -26,25 +26,9 @@ from ..core.stream import (
     WebSocketSession,
     send_plain,
 )
-from .asgi_scope import connection_scope
+from .asgi_scope import READY, connection_scope
 
 _CONNECTING, _CONNECTED, _RESPONSE, _CLOSED = range(4)
-_EXHAUSTED = iter(())
-
-
-class _Sent:
-    """What ``send`` returns when the message is already taken: awaiting it returns at once.
-
-    (As :class:`bivio.adapters.asgi._Ready`: no coroutine, no object per call.)
-    """
-
-    __slots__ = ()
-
-    def __await__(self) -> Any:
-        return _EXHAUSTED
-
-
-SENT = _Sent()
 
 
 async def _raise(exc: BaseException) -> None:
@@ -107,7 +91,7 @@ class WebSocketCycle:
                         if data is None:
                             raise ValueError("'websocket.send' needs 'text' or 'bytes'")
                         wait = self.ws.send_nowait(bytes(data))
-                    return self.ws.wait_sent() if wait else SENT
+                    return self.ws.wait_sent() if wait else READY
             except Exception as exc:
                 return _raise(exc)
         return self._send(message)
