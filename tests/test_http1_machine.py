@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
-import types
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 from typing import Any
@@ -19,6 +18,7 @@ import pytest
 from fakes import FakeTransport
 
 from bivio.adapters.asgi import ASGIHandler
+from bivio.adapters.wsgi import _watch_rest
 from bivio.core.config import Config
 from bivio.core.context import ResponseInfo, ServerContext
 from bivio.core.stream import ClientDisconnected
@@ -925,26 +925,9 @@ async def test_shutdown_closes_a_busy_connection_after_its_response():
 # -- upgrade requests and handlers that run at once ----------------------------------------
 
 
-@types.coroutine
-def _the_rest(coro: Any, yielded: Any) -> Any:
-    """Await the rest of ``coro``, whose first step (already run) yielded ``yielded``."""
-    while True:
-        try:
-            value = yield yielded
-        except BaseException as exc:
-            try:
-                yielded = coro.throw(exc)
-            except StopIteration:
-                return
-        else:
-            try:
-                yielded = coro.send(value)
-            except StopIteration:
-                return
-
-
 async def _resume(coro: Any, yielded: Any) -> None:
-    await _the_rest(coro, yielded)
+    """The rest of ``coro``, whose first step (already run) yielded ``yielded``."""
+    await _watch_rest(coro, yielded, lambda blocked: None)
 
 
 class EagerContext(ServerContext):

@@ -47,6 +47,7 @@ cdef class _Exchange:
     cpdef _answer(self, object result)
     cpdef _abandon(self, object error=*)
     cpdef _sent(self, long long size)
+    cpdef _count_sent(self, long long size, bint finished)
     cpdef object _send_first(self, object data, bint more)
     cpdef _send_failed(self, object exc)
     cpdef object _take_whole(self)

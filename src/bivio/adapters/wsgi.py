@@ -599,10 +599,15 @@ class _Exchange:
         step = self._send_first(data, more)
         if step is not None:
             await self._send_rest(step)
+        self._count_sent(len(data), finished)
+
+    def _count_sent(self, size: int, finished: bool) -> None:
+        """``size`` response bytes are with the stream: off the queued count (see
+        :meth:`_send_data` for ``finished``)."""
         if finished:
-            self.pending -= len(data)
+            self.pending -= size
         else:
-            self._sent(len(data))
+            self._sent(size)
 
     async def pump(self, first: asyncio.Future[None] | None = None) -> None:
         """Carry out what the thread posts until it posts ``_END``.
@@ -649,10 +654,7 @@ class _Exchange:
                         step = self._send_first(data, False)
                     if step is not None:
                         await self._send_rest(step)
-                    if finished:
-                        self.pending -= len(data)
-                    else:
-                        self._sent(len(data))
+                    self._count_sent(len(data), finished)
                 elif tag == _DATA:
                     data = item[1]
                     if i < count and items[i][0] == _DATA:
