@@ -32,6 +32,7 @@ class FakeTransport(asyncio.Transport):
                  sock: tuple[str, int] = ("127.0.0.1", 8000)) -> None:
         super().__init__()
         self.written = bytearray()
+        self.write_calls = 0  # write() calls that wrote something
         self.closed = False
         self.aborted = False
         self.eof_written = False
@@ -76,6 +77,7 @@ class FakeTransport(asyncio.Transport):
         if self.closed:
             return
         self.written += data
+        self.write_calls += 1
 
     def writelines(self, list_of_data: Any) -> None:
         for data in list_of_data:

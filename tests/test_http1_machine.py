@@ -23,6 +23,7 @@ from bivio.core.config import Config
 from bivio.core.context import ResponseInfo, ServerContext
 from bivio.core.stream import ClientDisconnected
 from bivio.protocols.http1 import HIGH_WATER, H1Connection
+from bivio.protocols.websocket import WRITE_BATCH
 
 Handler = Callable[[Any], Awaitable[None]]
 
@@ -1005,6 +1006,41 @@ async def test_an_accepted_websocket_gets_the_frames_sent_with_its_handshake(con
     assert t.take().startswith(b"HTTP/1.1 101 Switching Protocols\r\n")
     assert got == ["hi"]
     assert not ctx.suspended
+
+
+@run
+async def test_the_websocket_messages_of_one_task_step_leave_in_one_write():
+    """What an app sends in one step is written once the step ends, in one write and in
+    order; a message of WRITE_BATCH bytes is written at once; close_now() writes what
+    waits before closing."""
+    seen: dict[str, Any] = {}
+    holder: list[FakeTransport] = []
+
+    async def handler(stream: Any) -> None:
+        t = holder[0]
+        ws = stream.open_websocket()
+        await ws.accept(None, [])
+        t.take()
+        before = t.write_calls
+        for text in ("a", "b", "c"):
+            await ws.send(text)
+        seen["in the step"] = t.take()
+        await asyncio.sleep(0)  # the step ends
+        seen["after the step"] = (t.write_calls - before, t.take())
+        await ws.send("x" * WRITE_BATCH)
+        seen["large"] = len(t.take())
+        await ws.send("z")
+        ws.close_now()
+        seen["closing"] = (t.take(), t.closed)
+
+    _, t = connect_with(TaskContext, handler)
+    holder.append(t)
+    t.feed(UPGRADE)
+    await settle()
+    assert seen["in the step"] == b""
+    assert seen["after the step"] == (1, b"\x81\x01a\x81\x01b\x81\x01c")
+    assert seen["large"] == 4 + WRITE_BATCH  # written before the next send: no wait
+    assert seen["closing"] == (b"\x81\x01z", True)
 
 
 # -- each request's context ------------------------------------------------------------------

@@ -193,6 +193,17 @@ async def echo_once(receive, send):
         await receive()
 
 
+async def burst(scope, receive, send):
+    """Accept, send three messages, then wait for /release without calling receive():
+    the messages must reach the client when the step that sent them ends."""
+    await receive()
+    await send({"type": "websocket.accept"})
+    for text in ("one", "two", "three"):
+        await send({"type": "websocket.send", "text": text})
+    await gate().wait()
+    await send({"type": "websocket.close", "code": 1000})
+
+
 async def crash_early(scope, receive, send):
     await receive()
     raise RuntimeError("boom before accept")
@@ -207,6 +218,7 @@ ROUTES = {
     "/server-close": server_close,
     "/record": record,
     "/stall": stall,
+    "/burst": burst,
     "/flood": flood,
     "/crash": crash,
     "/crash-early": crash_early,

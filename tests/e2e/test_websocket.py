@@ -745,6 +745,21 @@ def test_send_waits_while_the_client_does_not_read(serve):
     sock.close()
 
 
+def test_messages_sent_in_one_step_arrive_while_the_app_waits_elsewhere(serve):
+    """Sends are written together when the app's task step ends, not only when it next
+    calls receive(): the app here waits on an event and never receives."""
+    running = serve(APP)
+
+    async def go():
+        async with connect(url(running, "/burst")) as ws:
+            assert [await ws.recv() for _ in range(3)] == ["one", "two", "three"]
+            await asyncio.to_thread(httpx.get, f"{running.url}/release", timeout=10)
+            with pytest.raises(websockets.ConnectionClosedOK):
+                await ws.recv()
+
+    run(go())
+
+
 def test_websockets_version_has_sans_io_server():
     from websockets.server import ServerProtocol
 
