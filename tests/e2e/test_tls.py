@@ -414,7 +414,7 @@ def test_sighup_serves_renewed_certificates_without_failing_a_request(
         load.wait_for(20)
     finally:
         load.stop()
-    assert load.failures() == []
+    assert load.failures() == [], server.output
     assert served_serial(server.port, ctx) == new
     view, _, _ = scope_over(server.port, ctx)
     assert view["tls"]["server_cert"] == cert.read_text()  # the scope follows the new files

@@ -6,6 +6,7 @@ import asyncio
 import signal
 import socket
 import ssl
+from asyncio.selector_events import BaseSelectorEventLoop
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -285,14 +286,35 @@ class Server:
         return {"mode": mode,
                 "loop": "uvloop" if type(loop).__module__.startswith("uvloop") else "asyncio"}
 
+    async def _stop_accepting(self) -> None:
+        """Close the listeners without dropping a connection accepted a moment ago.
+
+        asyncio's selector loop accepts in the listener's callback but makes the
+        connection's transport in a task one tick later, and that task fails on a
+        closed server (``Server._attach`` asserts it is open, on every Python from
+        3.10 to 3.13): the accepted connection was then closed unanswered, whenever
+        it was garbage-collected. A rolling restart under load lost a request now
+        and then that way (a reset in the client's TLS handshake). So the listeners
+        are unwatched first (no more accepts), the accepted connections get their
+        transports on the next tick, and only then do the servers close. uvloop
+        makes the transport in the accept callback itself: nothing waits.
+        """
+        loop = asyncio.get_running_loop()
+        if isinstance(loop, BaseSelectorEventLoop):
+            for server in self.servers:
+                for sock in server.sockets:
+                    loop.remove_reader(sock.fileno())
+            await asyncio.sleep(0)  # behind the accept tasks already scheduled
+        for server in self.servers:
+            server.close()
+
     async def shutdown(self) -> None:
         """Stop accepting, finish in-flight requests, close the rest, run lifespan shutdown."""
         ctx = self.ctx
         ctx.shutting_down = True
         if self._notifier is not None:
             self._notifier.stop()
-        for server in self.servers:
-            server.close()
+        await self._stop_accepting()
         # asyncio gives a connection it accepted just before the close its protocol
         # a loop tick later, and connection_made one more tick later: let them
         # happen, so the wait below sees those connections (or TLS handshakes).
