@@ -969,3 +969,135 @@ def test_intake_pauses_only_past_the_queue_mark_and_resumes_at_half(
     finally:
         stop(handler)
     assert paused and paused[0] <= 2  # resumed once the queue was down to half
+
+
+# -- a request started without a Task (WSGIHandler.start_nowait) ----------------------------
+
+
+def _context(app: Any, threads: int = 2) -> tuple[WSGIHandler, Any]:
+    from bivio.core.context import ServerContext
+
+    handler = WSGIHandler(app, Config(threads=threads))
+    ctx = ServerContext(Config(), handler)
+    handler.bind(ctx)
+    return handler, ctx
+
+
+def test_a_bodiless_request_runs_without_a_task_and_is_counted_while_it_runs():
+    """The usual request (no body, a stream that sends without a coroutine) starts with no
+    Task: the loop waits for the thread's answer on a future, counted in ``ctx.tasks``
+    (--limit-concurrency, graceful shutdown) until the answer is out."""
+    running, release = threading.Event(), threading.Event()
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        running.set()
+        release.wait(LONG)
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"hello"]
+
+    handler, ctx = _context(app)
+
+    async def main() -> None:
+        stream = NowaitStream()
+        started = ctx.start_handler(stream)
+        assert started is not None and not isinstance(started, asyncio.Task)
+        await until(running)
+        assert ctx.tasks == {started: stream} and ctx.in_flight == 1
+        assert asyncio.all_tasks() == {asyncio.current_task()}  # no Task for the request
+        release.set()
+        await asyncio.wait_for(stream.sent.wait(), LONG)
+        assert stream.nowait == ["start", "body"] and stream.sends == [(b"hello", False)]
+        assert stream.status == 200 and stream.response_complete and not stream.aborted
+        assert ctx.tasks == {} and handler.free == handler.size
+
+    try:
+        asyncio.run(main())
+    finally:
+        stop(handler)
+
+
+@pytest.mark.parametrize("shape", ["body", "coroutine-stream"])
+def test_a_request_with_a_body_or_on_another_stream_takes_a_task(shape: str):
+    handler, ctx = _context(hello)
+
+    async def main() -> None:
+        stream = (NowaitStream("POST", b"/", body=b"data") if shape == "body"
+                  else RecordingStream())
+        started = ctx.start_handler(stream)
+        assert isinstance(started, asyncio.Task)
+        await asyncio.wait_for(started, LONG)
+        assert bytes(stream.body) == b"hello" and ctx.tasks == {}
+
+    try:
+        asyncio.run(main())
+    finally:
+        stop(handler)
+
+
+def test_a_longer_response_goes_on_in_a_task_counted_in_the_futures_place():
+    """Not the usual whole response (a generator, sent as it is produced): after the
+    thread's first post a Task carries out the rest, and it is what ``ctx.tasks``
+    counts from then on."""
+    more = threading.Event()
+
+    def app(environ: dict[str, Any], start_response: Any) -> Iterator[bytes]:
+        start_response("200 OK", [])
+        yield b"first "
+        more.wait(LONG)
+        yield b"second"
+
+    handler, ctx = _context(app)
+
+    async def main() -> None:
+        stream = NowaitStream()
+        started = ctx.start_handler(stream)
+        await asyncio.wait_for(stream.sent.wait(), LONG)
+        (task,) = ctx.tasks
+        assert task is not started and isinstance(task, asyncio.Task)
+        more.set()
+        await asyncio.wait_for(task, LONG)
+        assert bytes(stream.body) == b"first second" and stream.response_complete
+        assert ctx.tasks == {} and handler.free == handler.size
+
+    try:
+        asyncio.run(main())
+    finally:
+        stop(handler)
+
+
+def test_cancelling_a_request_without_a_task_gives_it_up():
+    """A forced shutdown cancels what ``ctx.tasks`` holds: for a request without a Task,
+    its future. The response is given up (the stream aborted), the app thread's next
+    post raises ClientDisconnected, and its slot comes back."""
+    running, release = threading.Event(), threading.Event()
+    raised: list[BaseException] = []
+
+    def app(environ: dict[str, Any], start_response: Any) -> Iterator[bytes]:
+        running.set()
+        release.wait(LONG)
+        try:
+            start_response("200 OK", [])
+            yield b"too late"
+        except BaseException as exc:
+            raised.append(exc)
+            raise
+
+    handler, ctx = _context(app)
+
+    async def main() -> None:
+        stream = NowaitStream()
+        started = ctx.start_handler(stream)
+        await until(running)
+        started.cancel()
+        # What a forced shutdown awaits; the future's own callback runs before gather's.
+        await asyncio.gather(*ctx.tasks, return_exceptions=True)
+        assert stream.aborted and ctx.tasks == {}
+        release.set()
+        while handler.free != handler.size:  # the thread ends, its slot comes back
+            await asyncio.sleep(0.01)
+        assert stream.sends == [] and stream.status is None
+
+    try:
+        asyncio.run(main())
+    finally:
+        stop(handler)

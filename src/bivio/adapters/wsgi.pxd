@@ -37,6 +37,7 @@ cdef class _Exchange:
     cdef public bint blocked
     cdef public int file_fd
     cdef public bint nowait
+    cdef public object ctx
 
     cpdef _finish(self, tuple items, bint final, long long size)
     cpdef _drop_file(self)
@@ -52,6 +53,7 @@ cdef class _Exchange:
     cpdef _send_failed(self, object exc)
     cpdef object _take_whole(self)
     cpdef object _send_whole(self, tuple item)
+    cpdef object _reply_first(self)
 
 
 cdef class WSGIHandler:

@@ -28,7 +28,10 @@ cdef class ServerContext:
     cdef public object eager_stream
     cdef public object _limit_concurrency
     cdef public object _task_done_cb
+    cdef public object _nowait_of
+    cdef public object _start_nowait
 
     cpdef object start_handler(self, object stream)
+    cpdef object run_task(self, object coro, object stream)
     cpdef bint over_capacity(self)
     cpdef limit_hit(self, str flag)

@@ -36,9 +36,9 @@ import contextvars
 import email.utils
 import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .config import Config
 
@@ -135,8 +135,9 @@ class ServerContext:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.connections: set[Connection] = set()
         # Each running handler Task and the stream it answers (what a forced shutdown
-        # names when it cancels one).
-        self.tasks: dict[asyncio.Task[None], Stream] = {}
+        # names when it cancels one); a request started without a Task is here by the
+        # future that stands for it (see start_handler).
+        self.tasks: dict[asyncio.Future[None], Stream] = {}
         self.shutting_down = False
         # Requests started by this worker: the supervisor's worker agent reads it
         # for --limit-max-requests (a counter here costs one add per request).
@@ -186,6 +187,10 @@ class ServerContext:
         self.eager_stream: Stream | None = None  # see start_handler
         self._limit_concurrency = config.limit_concurrency
         self._task_done_cb = self._task_done
+        # The handler's start without a Task (see start_handler), looked up again
+        # whenever ``handler`` is another object than the one it was found on.
+        self._nowait_of: Any = None
+        self._start_nowait: Any = None
         self.refresh_date()
 
     def refresh_date(self) -> None:
@@ -249,7 +254,7 @@ class ServerContext:
             for conn in held:
                 conn.resume_intake()
 
-    def start_handler(self, stream: Stream) -> asyncio.Task[None] | None:
+    def start_handler(self, stream: Stream) -> asyncio.Future[None] | None:
         """Run the handler for ``stream`` in a Task; eagerly where Python allows it.
 
         Most requests (a hello view, a cached page) complete without ever
@@ -260,14 +265,38 @@ class ServerContext:
         libraries rely on ``asyncio.current_task()``, so running a bare
         coroutine step outside a Task is not an option (it broke every
         Starlette app using a task group or BaseHTTPMiddleware). On 3.11 the
-        Task is scheduled as usual. Returns the Task, or None if it finished.
+        Task is scheduled as usual.
+
+        A handler may also offer ``start_nowait(stream)``: it starts the request
+        without a Task when it can (the WSGI adapter for a bodiless HTTP/1.1
+        request: the app runs on a thread, and the loop only waits for its
+        answer, by callback) and returns the future that stands for it, which is
+        counted in :attr:`tasks` like a Task (``--limit-concurrency``, graceful
+        shutdown) and cancelled to give the request up (a forced shutdown); None
+        when it cannot, and the Task is made as usual.
+
+        Returns the Task (or that future), or None if the handler finished.
         """
         self.requests += 1
+        handler = self.handler
+        if handler is not self._nowait_of:
+            self._nowait_of = handler
+            self._start_nowait = getattr(handler, "start_nowait", None)
+        if self._start_nowait is not None:
+            started = self._start_nowait(stream)
+            if started is not None:
+                self.tasks[started] = stream
+                return started
+        return self.run_task(handler(stream), stream)
+
+    def run_task(self, coro: Coroutine[Any, Any, None],
+                 stream: Stream) -> asyncio.Task[None] | None:
+        """Run ``coro``, the handling of ``stream``, in a Task counted in :attr:`tasks`
+        (see :meth:`start_handler`); None if it finished in its eager first step."""
         loop = self.loop or asyncio.get_running_loop()
         # --reset-contextvars: an empty context instead of a copy of the server's.
         context = (contextvars.Context() if self._reset_contextvars
                    else self._base_context.copy())
-        coro = self.handler(stream)
         if loop.get_task_factory() is not None:  # the app's own (instrumentation, say)
             task = (loop.create_task(coro, context=context) if _TASK_CONTEXT  # type: ignore[arg-type]
                     else context.run(loop.create_task, coro))  # type: ignore[arg-type]

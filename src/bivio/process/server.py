@@ -141,7 +141,7 @@ class Server:
         self._force_exit = False
         # Requests cancelled by a forced close or an expired graceful shutdown: any
         # makes run() exit with exits.ABORTED.
-        self.aborted: set[asyncio.Task[None]] = set()
+        self.aborted: set[asyncio.Future[None]] = set()
         self._handshakes: Handshakes | None = None
         self._notifier: Notifier | None = None  # sd_notify, single process under systemd
         # --loop-warn: logs where a blocked event loop is stuck (None when 0: off).
