@@ -32,6 +32,6 @@ cdef class ServerContext:
     cdef public object _start_nowait
 
     cpdef object start_handler(self, object stream)
-    cpdef object run_task(self, object coro, object stream)
+    cdef inline object _run_task(self, object coro, object stream)
     cpdef bint over_capacity(self)
     cpdef limit_hit(self, str flag)

@@ -287,12 +287,17 @@ class ServerContext:
             if started is not None:
                 self.tasks[started] = stream
                 return started
-        return self.run_task(handler(stream), stream)
+        return self._run_task(handler(stream), stream)
 
     def run_task(self, coro: Coroutine[Any, Any, None],
                  stream: Stream) -> asyncio.Task[None] | None:
         """Run ``coro``, the handling of ``stream``, in a Task counted in :attr:`tasks`
         (see :meth:`start_handler`); None if it finished in its eager first step."""
+        return self._run_task(coro, stream)
+
+    def _run_task(self, coro: Coroutine[Any, Any, None],
+                  stream: Stream) -> asyncio.Task[None] | None:
+        """:meth:`run_task` (compiled: an inline C call from :meth:`start_handler`)."""
         loop = self.loop or asyncio.get_running_loop()
         # --reset-contextvars: an empty context instead of a copy of the server's.
         context = (contextvars.Context() if self._reset_contextvars
