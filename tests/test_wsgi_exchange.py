@@ -1101,3 +1101,56 @@ def test_cancelling_a_request_without_a_task_gives_it_up():
         asyncio.run(main())
     finally:
         stop(handler)
+
+
+def test_calls_started_in_one_loop_iteration_go_to_the_pool_together_after_it():
+    """Handed to the pool between the connections' reads, each woken thread would take
+    the GIL whenever a read let go of it (futex calls, context switches): the calls
+    started in one iteration are given to the pool at its end, in order."""
+    handler, ctx = _context(hello)
+    submitted: list[int] = []
+    real_submit = handler.pool.submit
+
+    def submit(job: Callable[[], None], busy: int) -> None:
+        submitted.append(busy)
+        real_submit(job, busy)
+
+    handler.pool.submit = submit  # type: ignore[method-assign]
+
+    async def main() -> None:
+        streams = [NowaitStream(path=f"/{i}".encode()) for i in range(3)]
+        for stream in streams:
+            ctx.start_handler(stream)
+        assert submitted == [] and handler.busy == 3  # counted now, handed over later
+        while ctx.tasks:
+            await asyncio.sleep(0.01)
+        assert submitted == [1, 2, 3]
+        assert all(bytes(s.body) == b"hello" for s in streams)
+
+    try:
+        asyncio.run(main())
+    finally:
+        stop(handler)
+
+
+def test_a_thread_that_cannot_start_gives_up_a_request_started_without_a_task(
+        caplog: pytest.LogCaptureFixture):
+    handler, ctx = _context(hello, threads=1)
+
+    def refuse(job: Callable[[], None], busy_count: int) -> None:
+        raise RuntimeError("can't start new thread")
+
+    handler.pool.submit = refuse  # type: ignore[method-assign]
+
+    async def main() -> None:
+        stream = NowaitStream()
+        started = ctx.start_handler(stream)
+        await asyncio.gather(started, return_exceptions=True)
+        assert started.cancelled() and stream.aborted and stream.status is None
+        assert ctx.tasks == {} and handler.free == handler.size
+
+    try:
+        asyncio.run(main())
+    finally:
+        stop(handler)
+    assert "WSGI request not run: can't start new thread" in caplog.text

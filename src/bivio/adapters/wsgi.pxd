@@ -71,6 +71,7 @@ cdef class WSGIHandler:
     cdef public object ctx
     cdef public dict base_environ
     cdef public object exchange_type
+    cdef public list starts
 
     cpdef _Exchange _new_exchange(self, object loop, object stream)
     @cython.locals(raw_path=bytes, query=bytes, env=dict, keys=dict, protocols=dict, ports=dict,
