@@ -22,6 +22,8 @@ import httpx
 import pytest
 from conftest import read_one_response, read_response
 
+from bivio.core import exits
+
 APP = "tests.apps.wsgi_apps:app"
 VALIDATED = "tests.apps.wsgi_apps:validated"
 PROGRESS_ENV = "BIVIO_WSGI_PROGRESS"
@@ -480,3 +482,26 @@ def test_graceful_shutdown_waits_for_a_running_wsgi_request(serve, tmp_path):
     t.join(15)
     assert results and results[0].startswith("slept 500")
     assert running.proc.wait(15) == 0
+
+
+def test_a_running_wsgi_request_counts_for_the_limit_and_a_second_signal_aborts_it(
+        serve, tmp_path):
+    """A bodiless request runs without a Task (WSGIHandler.start_nowait); it is still a
+    request in flight: it takes the --limit-concurrency place, graceful shutdown waits
+    for it, and a second signal gives it up, logged, with exit code 5."""
+    progress = tmp_path / "progress.txt"
+    running = serve(APP, "--limit-concurrency", "1", env={PROGRESS_ENV: str(progress)})
+    running.progress = progress
+    with running.connect(timeout=30) as busy:
+        busy.sendall(b"GET /slow?ms=30000 HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert progress_has(running, "slow-start")
+        refused = get(running, "/")
+        assert refused.status_code == 503
+        running.signal(signal.SIGTERM)
+        assert running.wait_for_output("Waiting for 1 in-flight request(s)")
+        running.signal(signal.SIGTERM)
+        assert running.proc.wait(20) == exits.ABORTED
+        assert read_response(busy) == b""  # cut off: no response
+    assert re.search(r"Aborted GET /slow from 127\.0\.0\.1:\d+: closed by a second signal",
+                     running.output), running.output
+    assert "1 request(s) were aborted" in running.output

@@ -54,6 +54,8 @@ cdef class _Exchange:
     cpdef object _take_whole(self)
     cpdef object _send_whole(self, tuple item)
     cpdef object _reply_first(self)
+    cpdef object _after_whole(self, long long size)
+    cpdef _give_up(self)
 
 
 cdef class WSGIHandler:

@@ -603,21 +603,31 @@ class _Exchange:
         step = self._send_whole(whole)
         if step is not None:
             return self._send_whole_rest(step, size)
-        self.pending -= size
-        stream = self.stream
-        if stream.response_complete or stream.disconnected:
-            return None
-        self.items = [(_END,)]  # the thread is done: only the end is left
-        return self.pump()
+        return self._after_whole(size)
 
     async def _send_whole_rest(self, step: tuple[Any, Any], size: int) -> None:
         """:meth:`_reply_first` when the client pushed back during the whole response."""
         await self._send_rest(step)
+        rest = self._after_whole(size)
+        if rest is not None:
+            await rest
+
+    def _after_whole(self, size: int) -> Coroutine[Any, Any, None] | None:
+        """The whole response (``size`` bytes) is with the stream: None when that ended
+        it, else the pump for the thread's end, the only item left."""
         self.pending -= size
         stream = self.stream
-        if not (stream.response_complete or stream.disconnected):
-            self.items = [(_END,)]
-            await self.pump()
+        if stream.response_complete or stream.disconnected:
+            return None
+        self.items = [(_END,)]
+        return self.pump()
+
+    def _give_up(self) -> None:
+        """Forced shutdown (or a bug) on the loop's side: the thread cannot be stopped,
+        only told the client is gone (it then finishes on its own), and the response
+        is aborted."""
+        self._abandon()
+        self.stream.abort()
 
     def _first_posted(self, first: asyncio.Future[None]) -> None:
         """The loop side of a request started without a Task (:meth:`WSGIHandler.start_nowait`):
@@ -625,35 +635,30 @@ class _Exchange:
         up (``first`` cancelled: a forced shutdown). The usual request is answered
         here; anything more goes on in a Task, counted in ``first``'s place."""
         ctx = self.ctx
-        stream = self.stream
         assert ctx is not None
         del ctx.tasks[first]
         rest = None
         try:
             if first.cancelled():
-                self._abandon()
-                stream.abort()
+                self._give_up()
             else:
                 rest = self._reply_first()
         except BaseException:  # a bug: give the response up, let the loop report it
-            self._abandon()
-            stream.abort()
-            self.end_pump()
-            self.release()
+            self._give_up()
             raise
-        if rest is None:
-            self.end_pump()
-            self.release()
-        else:
-            ctx.run_task(self._carry_on(rest), stream)
+        finally:
+            if rest is None:
+                self.end_pump()
+                self.release()
+        if rest is not None:
+            ctx.run_task(self._carry_on(rest), self.stream)
 
     async def _carry_on(self, rest: Coroutine[Any, Any, None]) -> None:
         """The rest of a request started without a Task (see :meth:`_first_posted`)."""
         try:
             await rest
         except BaseException:
-            self._abandon()
-            self.stream.abort()
+            self._give_up()
             raise
         finally:
             self.end_pump()
@@ -661,8 +666,7 @@ class _Exchange:
 
     def _send_failed(self, exc: Exception) -> None:
         logger.error("WSGI response could not be sent: %s", exc)
-        self.stream.abort()
-        self._abandon()
+        self._give_up()
 
     async def _send_data(self, data: bytes, more: bool, finished: bool) -> None:
         """Send response bytes the thread posted, then take them off the queued count.
@@ -757,9 +761,7 @@ class _Exchange:
                         except ClientDisconnected:
                             self._abandon()
                         except Exception as exc:
-                            logger.error("WSGI response could not be sent: %s", exc)
-                            stream.abort()
-                            self._abandon()
+                            self._send_failed(exc)
                 elif tag == _END:
                     if stream.response_complete or stream.disconnected:
                         return
@@ -798,9 +800,7 @@ class _Exchange:
                     except ClientDisconnected:
                         self._abandon()
                     except Exception as exc:  # the file shrank, a Content-Length that lies
-                        logger.error("WSGI response could not be sent: %s", exc)
-                        stream.abort()
-                        self._abandon()
+                        self._send_failed(exc)
                     finally:
                         self._drop_file()
                 elif tag == _LAST:
@@ -1264,10 +1264,7 @@ class WSGIHandler:
                 if rest is not None:
                     await rest
             except BaseException:
-                # Forced shutdown (or a bug): the thread cannot be stopped, only told
-                # the client is gone; it then finishes on its own without the loop.
-                exchange._abandon()
-                stream.abort()
+                exchange._give_up()
                 raise
         finally:
             exchange.end_pump()
