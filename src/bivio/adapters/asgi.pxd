@@ -15,3 +15,5 @@ cdef class ASGIHandler:
     cdef public object root_path
     cdef public object state
     cdef public object _ws_handler
+    cdef public object ctx
+    cdef public bint ends_its_task

@@ -160,9 +160,15 @@ class ASGIHandler:
         self.root_path = root_path
         self.state = state if state is not None else {}
         self._ws_handler = ASGIWebSocketHandler(app, root_path, self.state)
+        self.ctx: ServerContext | None = None
+        # Bound, each request's coroutine ends its Task's bookkeeping itself (see
+        # ServerContext.start_handler): no done callback per request.
+        self.ends_its_task = False
 
     def bind(self, ctx: ServerContext) -> None:
-        """Nothing to do: an ASGI app needs no worker resources but the loop."""
+        """Keep the context: each request's Task leaves ``ctx.tasks`` as it ends."""
+        self.ctx = ctx
+        self.ends_its_task = True
 
     def shutdown(self) -> None:
         """Nothing to stop (the lifespan shutdown is the server's)."""
@@ -177,42 +183,47 @@ class ASGIHandler:
         return scope
 
     async def __call__(self, stream: Stream) -> None:
-        stream.interface = "asgi"
-        if stream.upgrade is not None:
-            await self._ws_handler(stream)
-            return
-        cycle = HTTPCycle(stream)
+        # The Task leaves ctx.tasks here, not by a done callback (ServerContext.start_handler).
         try:
-            # self.scope(stream), inline: one Python call fewer per request.
-            scope = connection_scope("http", stream, stream.scheme, self.root_path,
-                                     self.state, {"http.response.pathsend": {},
-                                                  "http.response.trailers": {},
-                                                  "http.response.early_hint": {}})
-            scope["method"] = stream.method
-            await self.app(scope, cycle.receive, cycle.send)
-        except ClientDisconnected as exc:
-            if not stream.disconnected:  # not ours: the app's own socket failed
+            stream.interface = "asgi"
+            if stream.upgrade is not None:
+                await self._ws_handler(stream)
+                return
+            cycle = HTTPCycle(stream)
+            try:
+                # self.scope(stream), inline: one Python call fewer per request.
+                scope = connection_scope("http", stream, stream.scheme, self.root_path,
+                                         self.state, {"http.response.pathsend": {},
+                                                      "http.response.trailers": {},
+                                                      "http.response.early_hint": {}})
+                scope["method"] = stream.method
+                await self.app(scope, cycle.receive, cycle.send)
+            except ClientDisconnected as exc:
+                if not stream.disconnected:  # not ours: the app's own socket failed
+                    logger.error("Exception in ASGI application", exc_info=exc)
+                    await _fail(stream)
+                return  # the client left and the app noticed through send(): nothing to log
+            except asyncio.CancelledError:
+                stream.abort()
+                raise
+            except BaseException as exc:
                 logger.error("Exception in ASGI application", exc_info=exc)
                 await _fail(stream)
-            return  # the client left and the app noticed through send(): nothing to log
-        except asyncio.CancelledError:
-            stream.abort()
-            raise
-        except BaseException as exc:
-            logger.error("Exception in ASGI application", exc_info=exc)
-            await _fail(stream)
-            if not isinstance(exc, Exception):
-                raise
-            return
-        if not cycle.started:
-            if not stream.disconnected and not cycle.gone:
-                logger.error("ASGI application returned without starting a response")
-            await _fail(stream)
-        elif not cycle.complete:
-            if not stream.disconnected and not cycle.gone:
-                logger.error("ASGI application returned without completing the response")
-            stream.abort()
-
+                if not isinstance(exc, Exception):
+                    raise
+                return
+            if not cycle.started:
+                if not stream.disconnected and not cycle.gone:
+                    logger.error("ASGI application returned without starting a response")
+                await _fail(stream)
+            elif not cycle.complete:
+                if not stream.disconnected and not cycle.gone:
+                    logger.error("ASGI application returned without completing the response")
+                stream.abort()
+        finally:
+            ctx = self.ctx
+            if ctx is not None:
+                ctx.task_ended()
 
 
 async def _fail(stream: Stream) -> None:

@@ -30,8 +30,10 @@ cdef class ServerContext:
     cdef public object _task_done_cb
     cdef public object _nowait_of
     cdef public object _start_nowait
+    cdef public bint _ends_its_task
 
     cpdef object start_handler(self, object stream)
-    cdef inline object _run_task(self, object coro, object stream)
+    cdef inline object _run_task(self, object coro, object stream, bint ends_itself)
+    cpdef task_ended(self)
     cpdef bint over_capacity(self)
     cpdef limit_hit(self, str flag)

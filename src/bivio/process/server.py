@@ -264,6 +264,7 @@ class Server:
             logger.warning("Aborted %s %s from %s: %s", stream.method,
                            stream.raw_path.decode("latin-1"), who, why)
             task.cancel()
+            self.ctx.forget_when_done(task)  # one that never started cannot leave on its own
 
     def _log_started(self, socks: Sequence[socket.socket]) -> None:
         """The banner, one line per listener (as the supervisor logs it)."""
