@@ -181,12 +181,37 @@ def test_environ():
     handler.shutdown()
 
 
+def test_environ_joins_repeated_fields_whatever_their_values():
+    """Equal values, or empty ones (Python shares the strings of those), are lines of
+    a field too: the second is joined, never taken for the first."""
+    handler = WSGIHandler(wsgi_function, Config(threads=1))
+    env = handler.environ(stream(headers=[
+        (b"x-b", b"1"), (b"x-b", b"1"), (b"x-c", b""), (b"x-c", b""), (b"x-c", b"z"),
+        (b"cookie", b"a=1"), (b"cookie", b"a=1")]))
+    assert env["HTTP_X_B"] == "1, 1"
+    assert env["HTTP_X_C"] == ", , z"
+    assert env["HTTP_COOKIE"] == "a=1; a=1"
+    handler.shutdown()
+
+
+def test_environ_sets_what_every_request_has():
+    """The keys every request sets are in the handler's base environ from the start
+    (replaced per request, see WSGIHandler.__init__): none keeps its placeholder."""
+    handler = WSGIHandler(wsgi_function, Config(threads=1))
+    env = handler.environ(stream(method="GET", raw_path=b"/", query_string=b""))
+    assert env["REQUEST_METHOD"] == "GET" and env["PATH_INFO"] == "/"
+    assert env["QUERY_STRING"] == "" and env["SERVER_PROTOCOL"] == "HTTP/1.1"
+    assert env["wsgi.errors"] is not None and callable(env["wsgi.errors"].write)
+    assert env["REMOTE_PORT"] == "5000" and env["SERVER_PORT"] == "8000"
+    handler.shutdown()
+
+
 def test_environ_over_a_unix_socket_uses_the_host_header():
     handler = WSGIHandler(wsgi_function, Config(threads=1))
     env = handler.environ(stream(client=None, server=None,
                                  headers=[(b"host", b"example.com:8443")]))
     assert (env["SERVER_NAME"], env["SERVER_PORT"]) == ("example.com", "8443")
-    assert "REMOTE_ADDR" not in env
+    assert "REMOTE_ADDR" not in env and "REMOTE_PORT" not in env
     assert env["wsgi.multithread"] is False
 
 

@@ -77,7 +77,8 @@ cdef class WSGIHandler:
 
     cpdef _Exchange _new_exchange(self, object loop, object stream)
     @cython.locals(raw_path=bytes, query=bytes, env=dict, keys=dict, protocols=dict, ports=dict,
-                   name=bytes, value=bytes, key=str)
+                   name=bytes, value=bytes, key=str, text=str, first=str,
+                   size=Py_ssize_t)
     cpdef dict environ(self, object stream)
 
 
