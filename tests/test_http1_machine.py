@@ -203,6 +203,43 @@ async def test_three_pipelined_requests_in_one_read():
     assert [s.raw_path for s in started] == [b"/a", b"/b", b"/c"]
 
 
+# The version is read off the request line when that line is known to start the read
+# (H1Connection.on_headers_complete); every other request asks llhttp. Each case below
+# puts "HTTP/1.1" CRLF where a wrong guess would read it.
+_VERSION_READS = {
+    "pipelined, same line but the version": [request() + request(version=b"1.0")],
+    "after a body's end in the same read": [
+        request(b"/", b"POST", headers=b"content-length: 16\r\n", body=b"123456HTTP/1.1\r\n")
+        + request(version=b"1.0")],
+    "after a body's end that began the read": [
+        request(b"/", b"POST", headers=b"content-length: 16\r\n"),
+        b"123456HTTP/1.1\r\n" + request(version=b"1.0")],
+    "after empty lines": [request(), b"\r\n" + request(version=b"1.0")],
+    "a head over two reads": [request(), b"GET / HTTP/1.0\r\n", b"\r\n"],
+    "byte by byte": [bytes([b]) for b in request() + request(version=b"1.0")],
+}
+
+
+@pytest.mark.parametrize("reads", _VERSION_READS.values(), ids=_VERSION_READS.keys())
+@run
+async def test_each_request_gets_its_own_http_version(reads: list[bytes]):
+    versions: list[str] = []
+
+    async def handler(stream: Any) -> None:
+        versions.append(stream.http_version)
+        while (await stream.receive_body())[1]:
+            pass
+        await answer(stream, b"")
+
+    _, t, _ = connect(handler)
+    for data in reads:
+        t.feed(data)
+        await settle()
+    assert versions == ["1.1", "1.0"]
+    assert t.take().count(b"HTTP/1.1 200") == 2  # (a 1.0 request is answered as 1.1)
+    assert t.closed  # HTTP/1.0 without keep-alive
+
+
 @run
 async def test_reading_pauses_while_requests_are_pending():
     """Queued requests bound the buffering: no more is read until the queue drains."""

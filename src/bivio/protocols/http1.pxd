@@ -90,6 +90,8 @@ cdef class H1Connection(WriteFlow):
     cdef public object _line_parts
     cdef public Py_ssize_t _line_room
     cdef public Py_ssize_t _line_cap
+    cdef public bint _read_between
+    cdef public bint _line_starts_read
     cdef public Py_ssize_t _max_line
     cdef public Py_ssize_t _max_fields
     cdef public Py_ssize_t _max_field_size

@@ -521,6 +521,11 @@ class H1Connection(WriteFlow):
         self._chunk = b""
         self._line_parts: list[bytes] | None = None
         self._line_room = 0  # how much more of a head _line_parts may keep
+        # The read being parsed began between two messages (its first byte is the next
+        # request's), and the head being parsed is the first begun in it: its request
+        # line starts the read (see on_headers_complete).
+        self._read_between = False
+        self._line_starts_read = False
         cfg = self.config
         self._line_cap = cfg.limit_request_line + 1024  # a request line fits in this
         # The limits the parser callbacks check on every request (Config is frozen):
@@ -597,7 +602,9 @@ class H1Connection(WriteFlow):
             self._raw_feed(data)
             return
         self._chunk = data  # for the request-line check (on_headers_complete)
-        if self._in_head or self._parsing is None:
+        between = not self._in_head and self._parsing is None
+        self._read_between = between
+        if between or self._in_head:
             self._head_bytes += len(data)
         try:
             self.parser.feed_data(data)
@@ -678,6 +685,7 @@ class H1Connection(WriteFlow):
         self._url = b""
         self._headers = []
         self._in_head = True
+        self._line_starts_read, self._read_between = self._read_between, False
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -699,10 +707,21 @@ class H1Connection(WriteFlow):
         if self._closed:
             self._cancel_timer()
         parser = self.parser
-        version = parser.get_http_version()
         raw_method = parser.get_method()
         method = _METHODS.get(raw_method) or raw_method.decode("ascii")
         target = self._url
+        # The version, read off the request line where it is known to start this read
+        # (the usual request: the first one of a read that began between requests, its
+        # head whole in it): llhttp's get_http_version() formats a new string every
+        # time, 3 % of a hello request. Anything else, or anything but exactly
+        # "HTTP/1.1" CRLF after "METHOD SP target SP" (leading empty lines, say), asks it.
+        version = None
+        if self._line_starts_read and self._line_parts is None:
+            at = len(raw_method) + len(target) + 2
+            if self._chunk[at:at + 10] == b"HTTP/1.1\r\n":
+                version = "1.1"
+        if version is None:
+            version = parser.get_http_version()
         # llhttp also accepts RTSP/x.y and ICE/x.y request lines and reports their
         # version as HTTP's; it does not expose the protocol name, so look at the
         # line. RTSP and ICE are 1.0 (or 2.0, refused below as a version), so only
