@@ -230,6 +230,10 @@ class _SpoolBudget:
             self.left += size
 
 
+# Looked up once: ``threading.Lock`` is a module attribute lookup per request.
+_new_lock = threading.Lock
+
+
 class _Exchange:
     """One request's mailbox between its app thread and the loop.
 
@@ -268,7 +272,7 @@ class _Exchange:
                  budget: _SpoolBudget | None = None) -> None:
         self.loop = loop
         self.stream = stream
-        self.lock = threading.Lock()
+        self.lock = _new_lock()
         self.cond: threading.Condition | None = None
         self.items: list[tuple[Any, ...]] = []
         self.pending = 0  # response bytes posted but not yet handed to the stream

@@ -114,3 +114,5 @@ cdef class H1Connection(WriteFlow):
 
 cdef _init_stream(H1Stream self, H1Connection conn, str method, str version, bytes target,
                   object headers, bint keep_alive, bint expect_continue, object body_length)
+cdef str _version_on_line(bytes line, Py_ssize_t at)
+cdef bint _origin_form(bytes target)

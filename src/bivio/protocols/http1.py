@@ -54,6 +54,8 @@ STATUS_LINES: dict[int, bytes] = {
 
 HIGH_WATER = 64 * 1024  # request body buffered before reading pauses
 NO_BODY_STATUS = frozenset({204, 304})
+# Looked up once: ``time.monotonic`` is a module attribute lookup per request.
+_monotonic = time.monotonic
 # A send_body larger than this is written in slices of this size, waiting for the
 # write buffer between them: a connection buffers at most its high-water mark plus
 # one slice, whatever the app hands over at once.
@@ -220,7 +222,8 @@ class H1Stream(StreamWaiters):
             elif lname == b"server" or lname == b"date":
                 defaults = _without(defaults, lname)
             parts.extend((name, b": ", value, b"\r\n"))
-        if self.head_only or status in NO_BODY_STATUS or status < 200:
+        # status in NO_BODY_STATUS, as integer comparisons (no set lookup of a new int)
+        if self.head_only or status == 204 or status == 304 or status < 200:
             self._mode = 3
         elif self._length is not None:
             self._mode = 0
@@ -452,7 +455,7 @@ def _init_stream(self: H1Stream, conn: H1Connection, method: str, version: str, 
     self._length: int | None = None
     self._trailers = False
     self.sent = 0
-    self._started_at = time.monotonic()
+    self._started_at = _monotonic()
     self.received = 0  # request body bytes so far, for --limit-request-body
     self.upgrade: str | None = None  # "websocket": the handler may open_websocket()
     self.body_length = body_length  # 0: none, N: Content-Length, None: chunked
@@ -717,9 +720,7 @@ class H1Connection(WriteFlow):
         # "HTTP/1.1" CRLF after "METHOD SP target SP" (leading empty lines, say), asks it.
         version = None
         if self._line_starts_read and self._line_parts is None:
-            at = len(raw_method) + len(target) + 2
-            if self._chunk[at:at + 10] == b"HTTP/1.1\r\n":
-                version = "1.1"
+            version = _version_on_line(self._chunk, len(raw_method) + len(target) + 2)
         if version is None:
             version = parser.get_http_version()
         # llhttp also accepts RTSP/x.y and ICE/x.y request lines and reports their
@@ -775,7 +776,7 @@ class H1Connection(WriteFlow):
         _init_stream(stream, self, method, version, target, headers,
                      parser.should_keep_alive(), expect_continue and version == "1.1",
                      body_length)
-        if target[:1] != b"/" and target != b"*":
+        if not _origin_form(target) and target != b"*":
             _absolute_form(stream, target)
         upgrading = upgrade is not None and version == "1.1" and parser.should_upgrade()
         if upgrading:
@@ -1349,6 +1350,17 @@ def _address(info: Any) -> tuple[str, int] | None:
     if isinstance(info, tuple) and len(info) >= 2:
         return (str(info[0]), int(info[1]))
     return None
+
+
+def _version_on_line(line: bytes, at: int) -> str | None:
+    """"1.1" if ``line`` has exactly ``HTTP/1.1`` CRLF at ``at``, else None (compiled:
+    typed, so the slice is a copy of ten bytes and not a generic sequence slice)."""
+    return "1.1" if line[at:at + 10] == b"HTTP/1.1\r\n" else None
+
+
+def _origin_form(target: bytes) -> bool:
+    """The request target starts with "/" (compiled: a byte compare, no slice)."""
+    return len(target) > 0 and target[0] == 47
 
 
 def _absolute_form(stream: H1Stream, target: bytes) -> None:
