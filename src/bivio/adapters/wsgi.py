@@ -595,14 +595,22 @@ class _Exchange:
     def _take_whole(self) -> tuple[Any, ...] | None:
         """The usual request's items, ``[_WHOLE, _END]`` (a small whole response, then the
         thread's end), taken for :meth:`_send_whole` when the stream sends without a
-        coroutine; None: anything else, left where it is for :meth:`pump`."""
+        coroutine; None: anything else, left where it is for :meth:`pump`.
+
+        Without the lock (two lock calls, 2 % of a hello request): this runs once, on
+        the loop's first wake-up (:meth:`_reply_first`), which the thread schedules
+        only after the locked block of its first post. Items that are exactly
+        ``[_WHOLE, _END]`` were that first post, whole (the thread posts them
+        together, and ``_END`` is its last post): the thread is done with them, and
+        nobody else writes them. Anything else is only read (a list's length and
+        items are read whole under the GIL) and left for the pump, which locks.
+        """
         if not self.nowait:
             return None
-        with self.lock:
-            items = self.items
-            if len(items) != 2 or items[0][0] != _WHOLE or items[1][0] != _END:
-                return None
-            self.items = []
+        items = self.items
+        if len(items) != 2 or items[0][0] != _WHOLE or items[1][0] != _END:
+            return None
+        self.items = []
         return items[0]
 
     def _send_whole(self, item: tuple[Any, ...]) -> tuple[Any, Any] | None:
