@@ -5,6 +5,12 @@ cdef class _SpoolBudget:
     cdef public long long left
 
 
+cdef class ErrorStream:
+    cdef str _partial
+    cdef dict __dict__
+    cdef object __weakref__
+
+
 cdef class WSGIInput:
     cdef object _exchange
     cdef bytearray _buf
@@ -56,6 +62,10 @@ cdef class _Exchange:
     cpdef object _reply_first(self)
     cpdef object _after_whole(self, long long size)
     cpdef _give_up(self)
+
+
+cdef _init_exchange(_Exchange self, object loop, object stream, long long spool_cap,
+                    object on_done, _SpoolBudget budget)
 
 
 cdef class WSGIHandler:

@@ -125,11 +125,13 @@ class WSGIError(Exception):
 
 
 def _wake(fut: asyncio.Future[None]) -> None:
-    if not fut.done():
+    try:
         fut.set_result(None)
-        if type(fut) is _FirstPost:
-            # A request started without a Task: answered here, in this same callback.
-            fut.exchange._first_posted(fut)
+    except asyncio.InvalidStateError:  # cancelled meanwhile (given up): nobody waits
+        return
+    if type(fut) is _FirstPost:
+        # A request started without a Task: answered here, in this same callback.
+        fut.exchange._first_posted(fut)
 
 
 class _FirstPost(asyncio.Future):  # type: ignore[type-arg]
@@ -270,35 +272,7 @@ class _Exchange:
     def __init__(self, loop: asyncio.AbstractEventLoop, stream: Stream, spool_cap: int = 0,
                  on_done: Callable[[], None] | None = None,
                  budget: _SpoolBudget | None = None) -> None:
-        self.loop = loop
-        self.stream = stream
-        self.lock = _new_lock()
-        self.cond: threading.Condition | None = None
-        self.items: list[tuple[Any, ...]] = []
-        self.pending = 0  # response bytes posted but not yet handed to the stream
-        self.waiter: asyncio.Future[None] | None = None
-        self.gone = False  # client disconnected or response aborted: posts raise
-        self.result: Any = None
-        self.has_result = False
-        self.thread_waiting = False
-        self.spool: Any = None  # the response spool file, created by the thread on first need
-        self.spool_cap = spool_cap  # thread only: spool bytes allowed (0: never spool)
-        self.spooled = 0  # thread only: bytes written to the spool
-        self.spooling = False  # thread only: the client stopped reading, data goes to the spool
-        self.thread_done = False
-        self.pump_done = False
-        self.on_done = on_done  # loop side: called once, when the thread is done or the pump
-        self.released = False
-        # The worker's disk allowance for spools; None: unlimited (tests, embedding).
-        self.budget = budget
-        self.blocked = False  # the loop's send is suspended: the client pushes back
-        self.file_fd = -1  # a file_wrapper's duplicate descriptor, the loop's to close
-        # The stream sends without a coroutine when nothing waits (HTTP/1.1: see
-        # :meth:`bivio.protocols.http1.H1Stream.send_body_nowait`): the pump's fast path.
-        self.nowait = hasattr(type(stream), "send_body_nowait")
-        # The server context of a request started without a Task (it is counted there:
-        # see WSGIHandler.start_nowait); None when a Task runs it.
-        self.ctx: ServerContext | None = None
+        _init_exchange(self, loop, stream, spool_cap, on_done, budget)
 
     # -- thread side -----------------------------------------------------------------
 
@@ -960,11 +934,12 @@ class WSGIInput:
 class ErrorStream:
     """``wsgi.errors``: text written by the app goes to the server log, one record a line.
 
-    One per request, and most are never written to: the unfinished line starts as
-    the class's empty string, so making one runs no ``__init__``.
+    One per request, and most are never written to (compiled: an extension type,
+    made without a Python-level call).
     """
 
-    _partial = ""
+    def __init__(self) -> None:
+        self._partial = ""  # the unfinished line
 
     def write(self, text: str) -> int:
         if not isinstance(text, str):
@@ -1112,6 +1087,42 @@ class ThreadPool:
         for _ in self.threads:
             self.jobs.put(None)
         self.threads = []
+
+
+def _init_exchange(self: _Exchange, loop: asyncio.AbstractEventLoop, stream: Stream,
+                   spool_cap: int, on_done: Callable[[], None] | None,
+                   budget: _SpoolBudget | None) -> None:
+    """_Exchange.__init__, callable on ``_Exchange.__new__(_Exchange)`` (compiled: no
+    argument parsing; one per request)."""
+    self.loop = loop
+    self.stream = stream
+    self.lock = _new_lock()
+    self.cond = None
+    self.items = []
+    self.pending = 0  # response bytes posted but not yet handed to the stream
+    self.waiter = None
+    self.gone = False  # client disconnected or response aborted: posts raise
+    self.result = None
+    self.has_result = False
+    self.thread_waiting = False
+    self.spool = None  # the response spool file, created by the thread on first need
+    self.spool_cap = spool_cap  # thread only: spool bytes allowed (0: never spool)
+    self.spooled = 0  # thread only: bytes written to the spool
+    self.spooling = False  # thread only: the client stopped reading, data goes to the spool
+    self.thread_done = False
+    self.pump_done = False
+    self.on_done = on_done  # loop side: called once, when the thread is done or the pump
+    self.released = False
+    # The worker's disk allowance for spools; None: unlimited (tests, embedding).
+    self.budget = budget
+    self.blocked = False  # the loop's send is suspended: the client pushes back
+    self.file_fd = -1  # a file_wrapper's duplicate descriptor, the loop's to close
+    # The stream sends without a coroutine when nothing waits (HTTP/1.1: see
+    # :meth:`bivio.protocols.http1.H1Stream.send_body_nowait`): the pump's fast path.
+    self.nowait = hasattr(type(stream), "send_body_nowait")
+    # The server context of a request started without a Task (it is counted there:
+    # see WSGIHandler.start_nowait); None when a Task runs it.
+    self.ctx = None
 
 
 # -- the handler ---------------------------------------------------------------------------
@@ -1324,6 +1335,11 @@ class WSGIHandler:
 
     def _new_exchange(self, loop: asyncio.AbstractEventLoop, stream: Stream) -> _Exchange:
         """The request's mailbox, of :attr:`exchange_type` (compiled: a typed one)."""
+        if self.exchange_type is _Exchange:
+            exchange = _Exchange.__new__(_Exchange)
+            _init_exchange(exchange, loop, stream, self.response_buffer, self._release_slot,
+                           self.spool_budget)
+            return exchange
         return self.exchange_type(loop, stream, self.response_buffer, self._release_slot,
                                   self.spool_budget)
 
@@ -1445,7 +1461,9 @@ class _Call:
         self.status: int | None = None
         self.headers: Headers = []
         self.headers_sent = False
-        self.content_length: int | None = None
+        # The app's Content-Length, as sent (digits, checked); parsed only where a
+        # number is needed (a file's count): the stream parses the header anyway.
+        self.content_length: bytes | None = None
         self.close = False  # the app sent Connection: close
         # A whole small response kept for the final post (see _send_sequence).
         self.held: tuple[Any, ...] | None = None
@@ -1472,7 +1490,7 @@ class _Call:
         if code is None:
             code = _status_code(status)
         encoded: Headers = []
-        length: int | None = None
+        length: bytes | None = None
         close = False
         cache = _ENCODED
         for pair in headers:
@@ -1482,7 +1500,7 @@ class _Call:
                 hit = None
             if hit is not None:  # a plain header seen before: valid, already encoded
                 if hit[0] is _CONTENT_LENGTH:
-                    length = int(hit[1])
+                    length = hit[1]
                 encoded.append(hit)
                 continue
             if not isinstance(pair, tuple) or len(pair) != 2:
@@ -1510,7 +1528,7 @@ class _Call:
             if lname == "content-length":
                 if not value.strip().isdigit():
                     raise WSGIError(f"start_response(): invalid Content-Length {value!r}")
-                length = int(value)
+                length = bvalue
                 bname = _CONTENT_LENGTH  # the cached pair is known by this very object
             if len(cache) >= _ENCODED_MAX:
                 cache.clear()  # bounded: per-response values (cookies, etags) churn it
@@ -1695,7 +1713,7 @@ class _Call:
         where the view ran) cannot pull the file from under the send, and the
         thread goes back to the pool while a slow client is still reading.
         """
-        count = size if self.content_length is None else self.content_length
+        count = size if self.content_length is None else int(self.content_length)
         if self.headers_sent:  # write() already sent part of the body: no zero-copy here
             raise WSGIError("wsgi.file_wrapper returned after write(): not supported")
         own = os.dup(fd)
