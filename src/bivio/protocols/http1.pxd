@@ -46,7 +46,7 @@ cdef class H1Stream(StreamWaiters):
     cpdef int _write_end(self, object out, bint more) except -1
     cpdef object send_body_nowait(self, object data, bint more)
     @cython.locals(conn=H1Connection, status=cython.int, parts=list, defaults=bytes, lname=bytes,
-                   name=bytes, value=bytes, line=bytes)
+                   name=bytes, value=bytes, line=bytes, lowered=dict)
     cpdef bytes _head(self, object known_length)
     cpdef _finish(self)
     cpdef close_after_response(self)

@@ -75,6 +75,14 @@ _FRAMING_FIELDS = frozenset({b"content-length", b"connection", b"transfer-encodi
 # bytes %-format is about as costly as the rest of the head (bounded: N < max).
 _LENGTH_LINES: dict[int, bytes] = {}
 _LENGTH_LINES_MAX = 4096
+# Response field names lower-cased, by the very name an app sends (the same few
+# objects: constants, the WSGI adapter's cache): lower() makes a new bytes object,
+# whose hash the set lookup then computes; a hit on the app's own object needs neither.
+_LOWER: dict[bytes, bytes] = {}
+_LOWER_MAX = 1024
+# Content-Length values as numbers, by the value sent: int() of bytes costs a tenth
+# of a small head, and the same few values repeat (bounded, as the lines above).
+_LENGTHS: dict[bytes, int] = {}
 # The common methods' names as str, decoded once (llhttp's methods are all ASCII).
 _METHODS = {m: m.decode("ascii") for m in (b"GET", b"HEAD", b"POST", b"PUT", b"DELETE",
                                            b"OPTIONS", b"PATCH", b"CONNECT", b"TRACE")}
@@ -203,16 +211,26 @@ class H1Stream(StreamWaiters):
         # made per field (three concatenations, a third of this method's cost).
         # Calls on ``parts`` itself, not on bound methods: compiled, they are C calls.
         defaults = conn.ctx.default_headers
+        lowered = _LOWER
         for name, value in self._resp_headers:
-            lname = name.lower()
+            lname = lowered.get(name)
+            if lname is None:
+                lname = name.lower()
+                if len(lowered) < _LOWER_MAX:
+                    lowered[name] = lname
             if lname not in _FRAMING_FIELDS:  # one set lookup for the usual field
                 parts.extend((name, b": ", value, b"\r\n"))
                 continue
             if lname == b"content-length":
-                try:
-                    self._length = int(value)
-                except ValueError:
-                    raise ValueError(f"invalid content-length {value!r}") from None
+                length = _LENGTHS.get(value)
+                if length is None:
+                    try:
+                        length = int(value)
+                    except ValueError:
+                        raise ValueError(f"invalid content-length {value!r}") from None
+                    if len(_LENGTHS) < _LENGTH_LINES_MAX:
+                        _LENGTHS[value] = length
+                self._length = length
             elif lname == b"connection":
                 if b"close" in value.lower():
                     self.keep_alive = False
