@@ -1250,7 +1250,7 @@ class WSGIHandler:
         busy = self.busy
         if busy > self.pause_above and ctx is not None:
             ctx.pause_intake()
-        exchange.waiter = first = _FirstPost(loop=loop)
+        exchange.waiter = first = _FirstPost()  # of the running loop (no keyword to parse)
         first.exchange = exchange
         # To the pool at the end of this loop iteration, with the others started in it
         # (as their Tasks' first steps would be). Handed over one by one between the
