@@ -1,4 +1,5 @@
 cimport cython
+from bivio.core.context cimport ServerContext
 
 cdef class _SpoolBudget:
     cdef public object lock
@@ -43,7 +44,7 @@ cdef class _Exchange:
     cdef public bint blocked
     cdef public int file_fd
     cdef public bint nowait
-    cdef public object ctx
+    cdef public ServerContext ctx
 
     cpdef _finish(self, tuple items, bint final, long long size)
     cpdef _drop_file(self)
@@ -80,7 +81,7 @@ cdef class WSGIHandler:
     cdef public Py_ssize_t busy
     cdef public Py_ssize_t pause_above
     cdef public Py_ssize_t resume_at
-    cdef public object ctx
+    cdef public ServerContext ctx
     cdef public dict base_environ
     cdef public object exchange_type
     cdef public list starts
@@ -113,3 +114,8 @@ cdef class _Call:
     cpdef _send_items(self, object items, long long total)
     cpdef _send_file(self, long long fd, long long offset, long long size)
     cpdef _fail(self, object exc)
+
+
+cdef _init_call(_Call self, WSGIHandler handler, object stream, _Exchange exchange,
+                object body, long long body_size, bint queued)
+cdef _init_input(WSGIInput self, object exchange)

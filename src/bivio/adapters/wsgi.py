@@ -852,9 +852,7 @@ class WSGIInput:
     """
 
     def __init__(self, exchange: _Exchange | None) -> None:
-        self._exchange = exchange
-        self._buf = bytearray()
-        self._eof = exchange is None
+        _init_input(self, exchange)
 
     def _fill(self) -> bool:
         """Fetch one more chunk; False at the end of the body."""
@@ -929,6 +927,14 @@ class WSGIInput:
         if not line:
             raise StopIteration
         return line
+
+
+def _init_input(self: WSGIInput, exchange: _Exchange | None) -> None:
+    """WSGIInput.__init__, callable on ``WSGIInput.__new__(WSGIInput)`` (compiled: no
+    argument parsing; one per request)."""
+    self._exchange = exchange
+    self._buf = bytearray()
+    self._eof = exchange is None
 
 
 class ErrorStream:
@@ -1258,7 +1264,9 @@ class WSGIHandler:
         # it, and the two sides passed it back and forth: 11 futex calls a request
         # instead of 1.
         starts = self.starts
-        starts.append(_Call(self, stream, exchange, None, 0, busy > self.size))
+        call = _Call.__new__(_Call)
+        _init_call(call, self, stream, exchange, None, 0, busy > self.size)
+        starts.append(call)
         if len(starts) == 1:
             loop.call_soon(self._submit_starts)
         return first
@@ -1450,23 +1458,7 @@ class _Call:
 
     def __init__(self, handler: WSGIHandler, stream: Stream, exchange: _Exchange,
                  body: Any = None, body_size: int = 0, queued: bool = False) -> None:
-        self.handler = handler
-        # Handed over while every thread was busy: it waited in the pool's queue, and
-        # the client may have left meanwhile (looked at first, on the thread).
-        self.queued = queued
-        self.stream = stream
-        self.exchange = exchange
-        self.body = body  # the body read by _read_body (a file at 0), or None: not read
-        self.body_size = body_size
-        self.status: int | None = None
-        self.headers: Headers = []
-        self.headers_sent = False
-        # The app's Content-Length, as sent (digits, checked); parsed only where a
-        # number is needed (a file's count): the stream parses the header anyway.
-        self.content_length: bytes | None = None
-        self.close = False  # the app sent Connection: close
-        # A whole small response kept for the final post (see _send_sequence).
-        self.held: tuple[Any, ...] | None = None
+        _init_call(self, handler, stream, exchange, body, body_size, queued)
 
     # -- start_response and write ---------------------------------------------------------
 
@@ -1580,7 +1572,9 @@ class _Call:
             else:
                 # No body, or (--wsgi-body stream) one of known length read as the app
                 # reads; one of unknown length was read on the loop (body above).
-                env["wsgi.input"] = WSGIInput(exchange if self.stream.body_length else None)
+                wsgi_input = WSGIInput.__new__(WSGIInput)
+                _init_input(wsgi_input, exchange if self.stream.body_length else None)
+                env["wsgi.input"] = wsgi_input
             self._respond(env)
         except ClientDisconnected:
             pass  # the client left; nothing to answer and nothing worth a traceback
@@ -1734,6 +1728,29 @@ class _Call:
         else:
             logger.error("Exception in WSGI application", exc_info=exc)
         self.exchange._finish(((_FAIL,),), False, 0)
+
+
+def _init_call(self: _Call, handler: WSGIHandler, stream: Stream, exchange: _Exchange,
+               body: Any, body_size: int, queued: bool) -> None:
+    """_Call.__init__, callable on ``_Call.__new__(_Call)`` (compiled: no argument
+    parsing; one per request)."""
+    self.handler = handler
+    # Handed over while every thread was busy: it waited in the pool's queue, and
+    # the client may have left meanwhile (looked at first, on the thread).
+    self.queued = queued
+    self.stream = stream
+    self.exchange = exchange
+    self.body = body  # the body read by _read_body (a file at 0), or None: not read
+    self.body_size = body_size
+    self.status = None
+    self.headers = []
+    self.headers_sent = False
+    # The app's Content-Length, as sent (digits, checked); parsed only where a
+    # number is needed (a file's count): the stream parses the header anyway.
+    self.content_length = None
+    self.close = False  # the app sent Connection: close
+    # A whole small response kept for the final post (see _send_sequence).
+    self.held = None
 
 
 _LIST_ITERATOR = type(iter([]))
