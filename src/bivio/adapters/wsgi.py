@@ -1256,7 +1256,9 @@ class WSGIHandler:
         busy = self.busy
         if busy > self.pause_above and ctx is not None:
             ctx.pause_intake()
-        exchange.waiter = first = _FirstPost()  # of the running loop (no keyword to parse)
+        # loop= given: without it the future asks for the running loop, which on Python
+        # 3.11 costs a getpid() system call every time.
+        exchange.waiter = first = _FirstPost(loop=loop)
         first.exchange = exchange
         # To the pool at the end of this loop iteration, with the others started in it
         # (as their Tasks' first steps would be). Handed over one by one between the

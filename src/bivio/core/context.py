@@ -347,8 +347,9 @@ class ServerContext:
                 return None
         elif _TASK_CONTEXT:  # what the loop's create_task() does, one call fewer
             # A name given: Python 3.11 formats a new "Task-<n>" for each one otherwise.
-            # No loop= (the running one, this one): each keyword costs in the call.
-            task = _Task(coro, context=context, name=_TASK_NAME)
+            # The loop given: without it the Task asks for the running loop, which on
+            # Python 3.11 costs a getpid() system call every time.
+            task = _Task(coro, loop=loop, context=context, name=_TASK_NAME)
         else:  # Python 3.10's Task takes no context: create it inside the new one
             task = context.run(loop.create_task, coro)  # type: ignore[arg-type]
         self.tasks[task] = stream
