@@ -53,7 +53,6 @@ STATUS_LINES: dict[int, bytes] = {
 }
 
 HIGH_WATER = 64 * 1024  # request body buffered before reading pauses
-NO_BODY_STATUS = frozenset({204, 304})
 # Looked up once: ``time.monotonic`` is a module attribute lookup per request.
 _monotonic = time.monotonic
 # A send_body larger than this is written in slices of this size, waiting for the
@@ -240,7 +239,7 @@ class H1Stream(StreamWaiters):
             elif lname == b"server" or lname == b"date":
                 defaults = _without(defaults, lname)
             parts.extend((name, b": ", value, b"\r\n"))
-        # status in NO_BODY_STATUS, as integer comparisons (no set lookup of a new int)
+        # 204 and 304 have no body (RFC 9110 6.4.1): integer compares, no set lookup
         if self.head_only or status == 204 or status == 304 or status < 200:
             self._mode = 3
         elif self._length is not None:
