@@ -28,6 +28,7 @@ from bivio.adapters.wsgi import (
     WSGIHandler,
     WSGIInput,
     _Exchange,
+    _Wakeups,
 )
 from bivio.core.config import Config
 from bivio.core.stream import ClientDisconnected, Headers
@@ -482,6 +483,92 @@ def test_a_thread_outliving_its_cancelled_request_never_calls_the_closed_loop(
     assert thread_errors == []
     assert stream.aborted and stream.body == b""
     assert handler.free == handler.size
+
+
+# -- (c2) the loop's wake-ups, batched ----------------------------------------------------
+
+
+class ThreadsafeCalls:
+    """A loop that records ``call_soon_threadsafe`` and runs nothing by itself."""
+
+    def __init__(self, closed: bool = False) -> None:
+        self.calls: list[Callable[[], None]] = []
+        self.closed = closed
+        self.reported: list[dict[str, Any]] = []
+
+    def call_soon_threadsafe(self, callback: Callable[[], None]) -> None:
+        if self.closed:
+            raise RuntimeError("Event loop is closed")
+        self.calls.append(callback)
+
+    def call_exception_handler(self, context: dict[str, Any]) -> None:
+        self.reported.append(context)
+
+    def run_one(self) -> None:
+        self.calls.pop(0)()
+
+
+class Waiter:
+    """A future's ``set_result``, counted; ``then`` runs inside it (a post meanwhile)."""
+
+    def __init__(self, then: Callable[[], None] | None = None,
+                 fails: Exception | None = None) -> None:
+        self.woken = 0
+        self.then = then
+        self.fails = fails
+
+    def set_result(self, value: None) -> None:
+        if self.fails is not None:
+            raise self.fails
+        self.woken += 1
+        if self.then is not None:
+            self.then()
+
+
+def test_posts_made_before_the_loop_runs_take_one_call_and_wake_every_waiter():
+    loop = ThreadsafeCalls()
+    wakeups = _Wakeups(loop)
+    waiters = [Waiter() for _ in range(3)]
+    for waiter in waiters:
+        wakeups.post(waiter)
+    assert len(loop.calls) == 1
+    loop.run_one()
+    assert [w.woken for w in waiters] == [1, 1, 1]
+    later = Waiter()
+    wakeups.post(later)  # after the drain: a call of its own
+    assert len(loop.calls) == 1
+    loop.run_one()
+    assert later.woken == 1
+
+
+def test_a_post_during_the_drain_is_woken_by_the_next_drain_it_schedules():
+    loop = ThreadsafeCalls()
+    wakeups = _Wakeups(loop)
+    late = Waiter()
+    wakeups.post(Waiter(then=lambda: wakeups.post(late)))
+    loop.run_one()
+    assert late.woken == 0 and len(loop.calls) == 1  # not lost: scheduled
+    loop.run_one()
+    assert late.woken == 1 and loop.calls == []
+
+
+def test_a_wake_up_that_fails_is_reported_and_the_others_still_happen():
+    loop = ThreadsafeCalls()
+    wakeups = _Wakeups(loop)
+    first, broken, last = Waiter(), Waiter(fails=ValueError("boom")), Waiter()
+    for waiter in (first, broken, last):
+        wakeups.post(waiter)
+    loop.run_one()
+    assert first.woken == 1 and last.woken == 1
+    assert [type(c["exception"]) for c in loop.reported] == [ValueError]
+
+
+def test_a_closed_loop_refuses_every_post_not_only_the_first():
+    loop = ThreadsafeCalls(closed=True)
+    wakeups = _Wakeups(loop)
+    for _ in range(2):  # the flag does not stay set: each post asks, each is refused
+        with pytest.raises(RuntimeError):
+            wakeups.post(Waiter())
 
 
 # -- (d) wsgi.multiprocess ----------------------------------------------------------------

@@ -20,8 +20,18 @@ cdef class WSGIInput:
     cdef object __weakref__
 
 
+cdef class _Wakeups:
+    cdef public object loop
+    cdef public object ready
+    cdef public bint scheduled
+
+    cpdef post(self, object fut)
+    cpdef drain(self)
+
+
 cdef class _Exchange:
     cdef public object loop
+    cdef public _Wakeups wakeups
     cdef public object stream
     cdef public object lock
     cdef public object cond
@@ -66,7 +76,7 @@ cdef class _Exchange:
 
 
 cdef _init_exchange(_Exchange self, object loop, object stream, long long spool_cap,
-                    object on_done, _SpoolBudget budget)
+                    object on_done, _SpoolBudget budget, _Wakeups wakeups)
 
 
 cdef class WSGIHandler:
@@ -85,6 +95,7 @@ cdef class WSGIHandler:
     cdef public dict base_environ
     cdef public object exchange_type
     cdef public list starts
+    cdef public _Wakeups wakeups
 
     cpdef _Exchange _new_exchange(self, object loop, object stream)
     @cython.locals(raw_path=bytes, query=bytes, env=dict, keys=dict, protocols=dict, ports=dict,

@@ -34,13 +34,15 @@ How a request flows, and why it is shaped this way:
 - The app runs in a pool thread; everything the app does that needs the socket
   (reading ``wsgi.input``, writing the response) goes through one small
   :class:`_Exchange` per request: the thread appends items (head, data, file,
-  read request, end) under a lock and wakes the loop with
-  ``call_soon_threadsafe`` only when the loop side is idle; the loop side drains
-  every queued item in one go. A small response that is a list of bytes (or
-  Django's ``HttpResponse``, a list underneath) is one ``_WHOLE`` item; for a
-  plain list it travels with ``_END``, so the whole request costs one hand-off
-  to the thread and one back. A generator costs one hop per chunk only when the
-  loop keeps up, because chunks produced while the loop is busy travel together.
+  read request, end) under a lock and wakes the loop only when the loop side is
+  idle; the loop side drains every queued item in one go. The wake-ups of all
+  requests go through one queue per loop (:class:`_Wakeups`): threads that finish
+  while the loop is busy share one ``call_soon_threadsafe``. A small response
+  that is a list of bytes (or Django's ``HttpResponse``, a list underneath) is
+  one ``_WHOLE`` item; for a plain list it travels with ``_END``, so the whole
+  request costs one hand-off to the thread and one back. A generator costs one
+  hop per chunk only when the loop keeps up, because chunks produced while the
+  loop is busy travel together.
 - Backpressure both ways: the thread waits once ``HIGH_WATER`` response bytes are
   queued and resumes at ``LOW_WATER``. A client that pushes back meanwhile (the
   loop's send to it is suspended: the socket's buffer is above its high-water
@@ -75,6 +77,7 @@ import stat
 import tempfile
 import threading
 import types
+from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable, Iterator
 from types import TracebackType
 from typing import Any
@@ -153,6 +156,54 @@ class _FirstPost(asyncio.Future):  # type: ignore[type-arg]
             return False  # answered already (or cancelled before)
         self.exchange._first_cancelled(self)
         return True
+
+
+class _Wakeups:
+    """The loop's wake-ups from app threads, one loop callback for all that come together.
+
+    A thread's post wakes the loop side with :func:`_wake` on the waiting future
+    (see :meth:`_Exchange.post`). Each ``call_soon_threadsafe`` is a handle made, queued,
+    run and freed, and on asyncio's own loop a byte written to its self-pipe (a system
+    call, which also lets the GIL go): per request, at every request. Here a thread
+    queues the future, and only the one that finds no drain scheduled calls the loop;
+    the drain wakes every future queued by then. Under load that is one call for a
+    batch of requests, where each of the pool's threads finishes one.
+
+    No wake-up is lost: the drain clears :attr:`scheduled` before it looks at the
+    queue, so a future queued after that look finds the flag clear and schedules the
+    next drain. (``deque.append`` and ``popleft`` are atomic under the GIL.)
+    """
+
+    __slots__ = ("loop", "ready", "scheduled")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.ready: deque[asyncio.Future[None]] = deque()
+        self.scheduled = False  # a drain is in the loop's queue (set by threads, cleared by it)
+
+    def post(self, fut: asyncio.Future[None]) -> None:
+        """Thread side: wake ``fut``'s waiter on the loop. RuntimeError: the loop is closed."""
+        self.ready.append(fut)
+        if not self.scheduled:
+            self.scheduled = True
+            try:
+                self.loop.call_soon_threadsafe(self.drain)
+            except RuntimeError:
+                self.scheduled = False
+                raise
+
+    def drain(self) -> None:
+        """Loop side: wake the futures queued so far (later ones schedule their own drain,
+        so a stream of posts never keeps the loop in this callback)."""
+        self.scheduled = False
+        ready = self.ready
+        for _ in range(len(ready)):
+            fut = ready.popleft()
+            try:
+                _wake(fut)
+            except Exception as exc:  # a bug: report it as the loop would, wake the others
+                self.loop.call_exception_handler({
+                    "message": "WSGI wake-up failed", "exception": exc, "future": fut})
 
 
 def _first_step(send: Awaitable[None]) -> tuple[Any, Any] | None:
@@ -267,12 +318,12 @@ class _Exchange:
     __slots__ = ("loop", "stream", "lock", "cond", "items", "pending", "waiter", "gone",
                  "result", "has_result", "thread_waiting", "spool", "spool_cap", "spooled",
                  "spooling", "thread_done", "pump_done", "on_done", "released", "budget",
-                 "blocked", "file_fd", "nowait", "ctx")
+                 "blocked", "file_fd", "nowait", "ctx", "wakeups")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, stream: Stream, spool_cap: int = 0,
                  on_done: Callable[[], None] | None = None,
                  budget: _SpoolBudget | None = None) -> None:
-        _init_exchange(self, loop, stream, spool_cap, on_done, budget)
+        _init_exchange(self, loop, stream, spool_cap, on_done, budget, _Wakeups(loop))
 
     # -- thread side -----------------------------------------------------------------
 
@@ -423,7 +474,7 @@ class _Exchange:
     def _wake_loop(self, fut: asyncio.Future[None]) -> None:
         """Wake the loop side; a loop already closed (forced shutdown) has no one to wake."""
         try:
-            self.loop.call_soon_threadsafe(_wake, fut)
+            self.wakeups.post(fut)
         except RuntimeError:  # the loop is closed: the pump was cancelled long ago
             with self.lock:
                 self.gone = True
@@ -1097,10 +1148,12 @@ class ThreadPool:
 
 def _init_exchange(self: _Exchange, loop: asyncio.AbstractEventLoop, stream: Stream,
                    spool_cap: int, on_done: Callable[[], None] | None,
-                   budget: _SpoolBudget | None) -> None:
+                   budget: _SpoolBudget | None, wakeups: _Wakeups) -> None:
     """_Exchange.__init__, callable on ``_Exchange.__new__(_Exchange)`` (compiled: no
-    argument parsing; one per request)."""
+    argument parsing; one per request). ``wakeups``: its loop's (the handler's, so
+    that the wake-ups of requests that finish together are batched)."""
     self.loop = loop
+    self.wakeups = wakeups
     self.stream = stream
     self.lock = _new_lock()
     self.cond = None
@@ -1171,6 +1224,7 @@ class WSGIHandler:
         self.exchange_type: Callable[..., _Exchange] = _Exchange
         # Calls started without a Task, for the pool at the end of the loop iteration.
         self.starts: list[_Call] = []
+        self.wakeups: _Wakeups | None = None  # the loop's, made with the first exchange
         logger.info("WSGI application: %d thread%s per worker", self.size,
                     "" if self.size == 1 else "s")
         self.base_environ: dict[str, Any] = {
@@ -1346,9 +1400,12 @@ class WSGIHandler:
     def _new_exchange(self, loop: asyncio.AbstractEventLoop, stream: Stream) -> _Exchange:
         """The request's mailbox, of :attr:`exchange_type` (compiled: a typed one)."""
         if self.exchange_type is _Exchange:
+            wakeups = self.wakeups
+            if wakeups is None or wakeups.loop is not loop:
+                wakeups = self.wakeups = _Wakeups(loop)
             exchange = _Exchange.__new__(_Exchange)
             _init_exchange(exchange, loop, stream, self.response_buffer, self._release_slot,
-                           self.spool_budget)
+                           self.spool_budget, wakeups)
             return exchange
         return self.exchange_type(loop, stream, self.response_buffer, self._release_slot,
                                   self.spool_budget)
