@@ -23,6 +23,7 @@ from collections import deque
 from typing import Any
 
 from bivio.core.stream import ClientDisconnected, Headers, WebSocketClosed
+from bivio.core.streambase import StreamBase
 
 
 class FakeTransport(asyncio.Transport):
@@ -187,7 +188,7 @@ class FakeWebSocket:
         self.aborted = True
 
 
-class FakeStream:
+class FakeStream(StreamBase):
     """The stream contract (:mod:`bivio.core.stream`) in memory, recording the response.
 
     Request: pass the head as keyword arguments; the body is ``body`` (given

@@ -18,6 +18,7 @@ from bivio.adapters.static import StaticFiles
 from bivio.adapters.wsgi import WSGIHandler
 from bivio.core.context import Connection, StreamHandler
 from bivio.core.stream import ByteChannel, Stream, WebSocketSession
+from bivio.core.streambase import StreamBase
 from bivio.protocols.http1 import H1Connection, H1Stream
 from bivio.protocols.http2 import H2Connection, H2Stream, _StreamChannel
 from bivio.protocols.websocket import WebSocket
@@ -75,3 +76,39 @@ def test_implementation_offers_every_member(implementation, protocol):
         source = inspect.getsource(WebSocket.__init__)
         missing = {m for m in missing if f"self.{m}" not in source}
     assert missing == set()
+
+
+# -- the stream's fields: StreamBase -------------------------------------------------------
+
+FIELDS = ("method", "http_version", "scheme", "raw_path", "query_string", "headers", "client",
+          "server", "tls", "body_length", "upgrade", "interface", "response_started",
+          "response_complete", "disconnected")
+
+
+def test_the_base_holds_the_contracts_fields():
+    # The adapters read these off StreamBase (compiled: C struct members); each is a
+    # field of the contract, and no field of the contract is left to a subclass.
+    declared = {name for name in Stream.__annotations__}
+    assert set(FIELDS) == declared
+    instance = FakeStream()
+    for name in FIELDS:
+        assert hasattr(instance, name), name
+
+
+@pytest.mark.parametrize("implementation", [H1Stream, H2Stream, FakeStream],
+                         ids=lambda c: c.__name__)
+def test_every_stream_is_a_stream_base_and_hides_none_of_its_fields(implementation):
+    # A subclass that names a field again (a slot, a class attribute) puts a second
+    # descriptor in front of the base's: Python code would read one value, the compiled
+    # adapters the other.
+    assert issubclass(implementation, StreamBase)
+    for klass in implementation.__mro__[:implementation.__mro__.index(StreamBase)]:
+        assert set(FIELDS).isdisjoint(vars(klass)), klass.__name__
+
+
+def test_a_field_set_on_a_stream_is_the_one_the_base_holds():
+    stream = FakeStream(method="PUT")
+    stream.interface = "wsgi"
+    for name, value in (("method", "PUT"), ("interface", "wsgi")):
+        assert getattr(stream, name) == value
+        assert StreamBase.__dict__[name].__get__(stream, type(stream)) == value

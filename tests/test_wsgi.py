@@ -8,9 +8,9 @@ from __future__ import annotations
 import io
 import logging
 import sys
-from types import SimpleNamespace
 
 import pytest
+from fakes import FakeStream
 
 from bivio.adapters.wsgi import (
     _READ,
@@ -153,14 +153,15 @@ def test_start_response_exc_info_rules():
 # -- environ ---------------------------------------------------------------------------------------
 
 
-def stream(**kw) -> SimpleNamespace:
+def stream(**kw) -> FakeStream:
     base = dict(method="POST", http_version="1.1", scheme="https", raw_path=b"/a%2Fb",
                 query_string=b"q=1", client=("10.0.0.1", 5000), server=("127.0.0.1", 8000),
                 headers=[(b"host", b"example.com"), (b"content-type", b"text/plain"),
                          (b"content-length", b"3"), (b"x-a", b"1"), (b"x-a", b"2"),
                          (b"x_a", b"spoof")], body_length=3, tls=None)
     base.update(kw)
-    return SimpleNamespace(**base)
+    return FakeStream(base.pop("method"), base.pop("raw_path"), base.pop("query_string"),
+                      **base)
 
 
 def test_environ():

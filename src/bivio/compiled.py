@@ -1,14 +1,15 @@
 """The optional compiled hot path: which modules, whether they are compiled, and the switch.
 
-A few hot modules (the HTTP/1.1 and WebSocket protocols, write flow control, the
-server context, the header validator, the ASGI adapter with its scope builder and
-WebSocket part, the WSGI adapter) are plain Python that Cython can compile in
-pure-Python mode: the ``.pxd`` file beside each ``.py`` declares its classes as
-extension types with typed attributes (a module of functions only has one too,
-saying so: compiled, its calls skip the interpreter's frames), and ``setup.py``
-builds them when Cython and a C compiler
-are there (``pip install`` falls back to the ``.py`` files otherwise). The
-``.py`` files are the one source and run unchanged without compiling.
+A few hot modules (the streams' common fields, the HTTP/1.1 and WebSocket
+protocols, write flow control, the server context, the header validator, the
+ASGI adapter with its scope builder and WebSocket part, the WSGI adapter) are
+plain Python that Cython can compile in pure-Python mode: the ``.pxd`` file
+beside each ``.py`` declares its classes as extension types with typed
+attributes (a module of functions only has one too, saying so: compiled, its
+calls skip the interpreter's frames), and ``setup.py`` builds them when Cython
+and a C compiler are there (``pip install`` falls back to the ``.py`` files
+otherwise). The ``.py`` files are the one source and run unchanged without
+compiling.
 
 ``BIVIO_NO_EXTENSIONS=1`` in the environment: at build time nothing is compiled;
 at run time the ``.py`` files are imported even where compiled modules exist
@@ -28,6 +29,7 @@ from types import ModuleType
 
 #: The modules compiled when possible, in build order (setup.py reads this list).
 MODULES = (
+    "bivio.core.streambase",
     "bivio.protocols.flow",
     "bivio.core.headers",
     "bivio.core.context",

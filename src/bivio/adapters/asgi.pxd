@@ -1,5 +1,7 @@
+from bivio.core.streambase cimport StreamBase
+
 cdef class HTTPCycle:
-    cdef public object stream
+    cdef public StreamBase stream
     cdef public bint body_done
     cdef public bint started
     cdef public bint complete
@@ -17,3 +19,5 @@ cdef class ASGIHandler:
     cdef public object _ws_handler
     cdef public object ctx
     cdef public bint ends_its_task
+
+    cpdef dict scope(self, StreamBase stream)

@@ -174,6 +174,8 @@ class ASGIHandler:
         """Nothing to stop (the lifespan shutdown is the server's)."""
 
     def scope(self, stream: Stream) -> dict[str, Any]:
+        """The request's HTTP scope (compiled: a C call, reading the stream's fields
+        directly)."""
         scope = connection_scope("http", stream, stream.scheme, self.root_path, self.state, {
             "http.response.pathsend": {},
             "http.response.trailers": {},
@@ -191,13 +193,7 @@ class ASGIHandler:
                 return
             cycle = HTTPCycle(stream)
             try:
-                # self.scope(stream), inline: one Python call fewer per request.
-                scope = connection_scope("http", stream, stream.scheme, self.root_path,
-                                         self.state, {"http.response.pathsend": {},
-                                                      "http.response.trailers": {},
-                                                      "http.response.early_hint": {}})
-                scope["method"] = stream.method
-                await self.app(scope, cycle.receive, cycle.send)
+                await self.app(self.scope(stream), cycle.receive, cycle.send)
             except ClientDisconnected as exc:
                 if not stream.disconnected:  # not ours: the app's own socket failed
                     logger.error("Exception in ASGI application", exc_info=exc)

@@ -1,5 +1,6 @@
 cimport cython
 from bivio.core.context cimport ServerContext
+from bivio.core.streambase cimport StreamBase
 
 cdef class _SpoolBudget:
     cdef public object lock
@@ -32,7 +33,7 @@ cdef class _Wakeups:
 cdef class _Exchange:
     cdef public object loop
     cdef public _Wakeups wakeups
-    cdef public object stream
+    cdef public StreamBase stream
     cdef public object lock
     cdef public object cond
     cdef public list items
@@ -75,7 +76,7 @@ cdef class _Exchange:
     cpdef _give_up(self)
 
 
-cdef _init_exchange(_Exchange self, object loop, object stream, long long spool_cap,
+cdef _init_exchange(_Exchange self, object loop, StreamBase stream, long long spool_cap,
                     object on_done, _SpoolBudget budget, _Wakeups wakeups)
 
 
@@ -97,16 +98,17 @@ cdef class WSGIHandler:
     cdef public list starts
     cdef public _Wakeups wakeups
 
-    cpdef _Exchange _new_exchange(self, object loop, object stream)
+    cpdef _Exchange _new_exchange(self, object loop, StreamBase stream)
+    cpdef object start_nowait(self, StreamBase stream)
     @cython.locals(raw_path=bytes, query=bytes, env=dict, keys=dict, protocols=dict, ports=dict,
                    name=bytes, value=bytes, key=str, text=str, first=str,
                    size=Py_ssize_t)
-    cpdef dict environ(self, object stream)
+    cpdef dict environ(self, StreamBase stream)
 
 
 cdef class _Call:
     cdef public WSGIHandler handler
-    cdef public object stream
+    cdef public StreamBase stream
     cdef public _Exchange exchange
     cdef public object body
     cdef public long long body_size
@@ -127,6 +129,6 @@ cdef class _Call:
     cpdef _fail(self, object exc)
 
 
-cdef _init_call(_Call self, WSGIHandler handler, object stream, _Exchange exchange,
+cdef _init_call(_Call self, WSGIHandler handler, StreamBase stream, _Exchange exchange,
                 object body, long long body_size, bint queued)
 cdef _init_input(WSGIInput self, object exchange)

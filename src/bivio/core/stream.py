@@ -10,7 +10,9 @@ windows); the adapter owns the application interface. Neither imports the
 other: both import this module.
 
 The contract is plain attributes and methods on an object the connection
-already holds: no task, queue or copy is added per request.
+already holds: no task, queue or copy is added per request. Every stream
+derives from :class:`bivio.core.streambase.StreamBase`, which holds the
+attributes below (compiled, as C struct members the adapters read directly).
 
 Request head (read-only for handlers)
     ``method`` (str, upper-case), ``http_version`` ("1.0", "1.1", "2"),

@@ -1,3 +1,5 @@
+from bivio.core.streambase cimport StreamBase
+
 cdef class WriteFlow:
     cdef public object loop
     cdef public object transport
@@ -10,6 +12,6 @@ cdef class WriteFlow:
 
     cpdef _release_writers(self)
 
-cdef class StreamWaiters:
+cdef class StreamWaiters(StreamBase):
     cdef public list _waiters
     cpdef _wake(self)

@@ -23,6 +23,7 @@ from typing import Any
 
 from ..core.logs import logger
 from ..core.stream import ClientDisconnected
+from ..core.streambase import StreamBase
 
 # After an error answer: read and drop what the client still sends, at most this
 # long and this much, then close (the client's EOF closes at once).
@@ -112,7 +113,7 @@ class WriteFlow:
                 raise ClientDisconnected("the client read nothing for --timeout-send seconds")
 
 
-class StreamWaiters:
+class StreamWaiters(StreamBase):
     """What a stream's reader and writers wait on (HTTP/1.1 and HTTP/2 streams).
 
     ``await self._wait()`` returns at the next ``self._wake()``: body data

@@ -9,21 +9,10 @@ cpdef bytes _without(bytes defaults, bytes name)
 
 cdef class H1Stream(StreamWaiters):
     cdef public H1Connection conn
-    cdef public str method
-    cdef public str http_version
-    cdef public str scheme
-    cdef public bytes raw_path
-    cdef public bytes query_string
     cdef public bytes target
-    cdef public object headers
-    cdef public object client
-    cdef public object server
     cdef public bint keep_alive
     cdef public bint expect_continue
     cdef public bint head_only
-    cdef public bint response_started
-    cdef public bint response_complete
-    cdef public bint disconnected
     cdef public bint body_complete
     cdef public bytearray _body
     cdef public int _status
@@ -35,10 +24,6 @@ cdef class H1Stream(StreamWaiters):
     cdef public long long sent
     cdef public double _started_at
     cdef public long long received
-    cdef public object upgrade
-    cdef public object body_length
-    cdef public object interface
-    cdef public object tls
 
     cpdef _feed(self, bytes data)
     cpdef start_response_nowait(self, object status, object headers, bint trailers=*)

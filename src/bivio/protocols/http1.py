@@ -115,13 +115,11 @@ class _Reject(Exception):
 class H1Stream(StreamWaiters):
     """One request/response on an HTTP/1.1 connection (see :mod:`bivio.stream`)."""
 
+    # The request head and the response's flags are StreamBase's fields.
     __slots__ = (
-        "conn", "method", "http_version", "scheme", "raw_path", "query_string", "target",
-        "headers", "client", "server", "keep_alive", "expect_continue", "head_only",
-        "response_started", "response_complete", "disconnected", "body_complete",
+        "conn", "target", "keep_alive", "expect_continue", "head_only", "body_complete",
         "_body", "_status", "_resp_headers", "_head_written", "_mode",
-        "_length", "_trailers", "sent", "_started_at", "received", "upgrade", "body_length",
-        "interface", "tls",
+        "_length", "_trailers", "sent", "_started_at", "received",
     )
 
     def __init__(self, conn: H1Connection, method: str, version: str, target: bytes,

@@ -122,14 +122,12 @@ _CONTROL_EVENTS = (h2.events.PingReceived, h2.events.RemoteSettingsChanged,
 class H2Stream(StreamWaiters):
     """One request/response on an HTTP/2 connection (see :mod:`bivio.core.stream`)."""
 
+    # The request head and the response's flags are StreamBase's fields.
     __slots__ = (
-        "conn", "stream_id", "method", "http_version", "scheme", "raw_path", "query_string",
-        "target", "headers", "client", "server", "tls", "body_length", "upgrade", "interface",
-        "response_started", "response_complete", "disconnected", "body_complete",
-        "head_only", "sent", "received", "_body", "_unacked", "_status",
-        "_resp_headers", "_trailers", "_head_sent", "_no_body", "_out", "_out_size",
-        "_out_end", "_ended", "_started_at", "_last_body", "_task", "_counted", "_websocket",
-        "_send_deadline",
+        "conn", "stream_id", "target", "body_complete", "head_only", "sent", "received",
+        "_body", "_unacked", "_status", "_resp_headers", "_trailers", "_head_sent", "_no_body",
+        "_out", "_out_size", "_out_end", "_ended", "_started_at", "_last_body", "_task",
+        "_counted", "_websocket", "_send_deadline",
     )
 
     def __init__(self, conn: H2Connection, stream_id: int, method: str, target: bytes,
