@@ -216,6 +216,7 @@ class FakeStream(StreamBase):
         self.tls = tls
         self.upgrade = upgrade
         self.interface = "-"
+        self.sends_nowait = False  # a subclass that sends without a coroutine says so
         self.response_started = False
         self.response_complete = False
         self.disconnected = False

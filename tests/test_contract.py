@@ -82,7 +82,7 @@ def test_implementation_offers_every_member(implementation, protocol):
 
 FIELDS = ("method", "http_version", "scheme", "raw_path", "query_string", "headers", "client",
           "server", "tls", "body_length", "upgrade", "interface", "response_started",
-          "response_complete", "disconnected")
+          "response_complete", "disconnected", "sends_nowait")
 
 
 def test_the_base_holds_the_contracts_fields():

@@ -799,6 +799,7 @@ class NowaitStream(RecordingStream):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.sends_nowait = True
         self.nowait: list[str] = []
 
     def start_response_nowait(self, status: int, headers: Headers,

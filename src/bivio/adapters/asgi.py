@@ -41,7 +41,7 @@ class HTTPCycle:
         self.stream = stream
         # The stream answers without a coroutine when nothing has to wait (HTTP/1.1:
         # see :meth:`bivio.protocols.http1.H1Stream.send_body_nowait`): send's fast path.
-        self.nowait = hasattr(type(stream), "send_body_nowait")
+        self.nowait = self.stream.sends_nowait
         self.body_done = False
         self.started = False
         self.complete = False

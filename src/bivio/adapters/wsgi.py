@@ -1178,7 +1178,7 @@ def _init_exchange(self: _Exchange, loop: asyncio.AbstractEventLoop, stream: Str
     self.file_fd = -1  # a file_wrapper's duplicate descriptor, the loop's to close
     # The stream sends without a coroutine when nothing waits (HTTP/1.1: see
     # :meth:`bivio.protocols.http1.H1Stream.send_body_nowait`): the pump's fast path.
-    self.nowait = hasattr(type(stream), "send_body_nowait")
+    self.nowait = stream.sends_nowait
     # The server context of a request started without a Task (it is counted there:
     # see WSGIHandler.start_nowait); None when a Task runs it.
     self.ctx = None
@@ -1299,7 +1299,7 @@ class WSGIHandler:
         body, or an HTTP/2 stream (it sends through coroutines), takes the Task.
         """
         if (stream.body_length != 0 or stream.disconnected
-                or not hasattr(type(stream), "send_body_nowait")):
+                or not stream.sends_nowait):
             return None  # (a client gone: the Task path says so, and returns at once)
         stream.interface = "wsgi"
         ctx = self.ctx

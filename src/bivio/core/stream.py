@@ -55,6 +55,13 @@ Response
     connection's. A client that does not read holds its own app back and no
     other. Sends raise :class:`ClientDisconnected` once the client is gone.
 
+    ``sends_nowait``: the stream also offers ``start_response_nowait(status,
+    headers, trailers=False)`` and ``send_body_nowait(data, more)``, the same
+    sends without a coroutine (HTTP/1.1's, when nothing has to wait): the
+    second returns None when done, else an awaitable the caller must await
+    (the write flow's drain, or the rest of a large body). An adapter takes
+    this fast path only where the flag says so.
+
     ``close_after_response()``: the connection carrying this stream is not to
     be reused once this response is complete (a WSGI app's ``Connection:
     close``, an error answer). On HTTP/1.1 the response says ``connection:
@@ -91,6 +98,7 @@ Upgrade to WebSocket
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -190,6 +198,7 @@ class Stream(Protocol):
     response_started: bool
     response_complete: bool
     disconnected: bool
+    sends_nowait: bool
 
     async def receive_body(self) -> tuple[bytes, bool]: ...
 
@@ -205,6 +214,11 @@ class Stream(Protocol):
     async def send_file(self, fd: int, offset: int, count: int) -> None: ...
 
     async def send_trailers(self, headers: Headers) -> None: ...
+
+    def start_response_nowait(self, status: int, headers: Headers,
+                              trailers: bool = False) -> None: ...
+
+    def send_body_nowait(self, data: bytes, more: bool) -> Awaitable[None] | None: ...
 
     def close_after_response(self) -> None: ...
 

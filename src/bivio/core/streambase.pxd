@@ -14,3 +14,7 @@ cdef class StreamBase:
     cdef public bint response_started
     cdef public bint response_complete
     cdef public bint disconnected
+    cdef public bint sends_nowait
+
+    cpdef start_response_nowait(self, object status, object headers, bint trailers=*)
+    cpdef object send_body_nowait(self, object data, bint more)

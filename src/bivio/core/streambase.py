@@ -13,9 +13,16 @@ here: framing, waiting and sending stay the protocols' own.
 What each field means is the contract's (see :mod:`bivio.core.stream`); a
 stream sets them all when it is made. Uncompiled, the class is an empty base
 with ``__slots__``.
+
+The same holds for the two sends a stream may offer without a coroutine
+(``sends_nowait``): declared here, an adapter's call goes straight to the
+protocol's compiled method instead of through a lookup and a bound method.
 """
 
 from __future__ import annotations
+
+from collections.abc import Awaitable
+from typing import Any
 
 
 class StreamBase:
@@ -28,5 +35,16 @@ class StreamBase:
     __slots__ = (
         "method", "http_version", "scheme", "raw_path", "query_string", "headers",
         "client", "server", "tls", "body_length", "upgrade", "interface",
-        "response_started", "response_complete", "disconnected",
+        "response_started", "response_complete", "disconnected", "sends_nowait",
     )
+
+    # A stream whose ``sends_nowait`` is true overrides both; the others never see them
+    # called (an adapter looks at the flag first).
+
+    def start_response_nowait(self, status: int, headers: Any, trailers: bool = False) -> None:
+        """``start_response()`` without a coroutine: it never waits."""
+        raise NotImplementedError(f"{type(self).__name__} does not send without a coroutine")
+
+    def send_body_nowait(self, data: bytes, more: bool) -> Awaitable[None] | None:
+        """``send_body()`` as far as it goes at once: None when done, else what to await."""
+        raise NotImplementedError(f"{type(self).__name__} does not send without a coroutine")

@@ -475,6 +475,7 @@ def _init_stream(self: H1Stream, conn: H1Connection, method: str, version: str, 
     self.upgrade: str | None = None  # "websocket": the handler may open_websocket()
     self.body_length = body_length  # 0: none, N: Content-Length, None: chunked
     self.interface = "-"  # set by the handler that answers
+    self.sends_nowait = True  # start_response_nowait, send_body_nowait
     path, _, query = target.partition(b"?")
     self.raw_path = path
     self.query_string = query

@@ -148,6 +148,7 @@ class H2Stream(StreamWaiters):
         self.body_length = body_length
         self.upgrade: str | None = None
         self.interface = "-"
+        self.sends_nowait = False  # every send goes through the connection's coroutines
         self.response_started = False
         self.response_complete = False
         self.disconnected = False
