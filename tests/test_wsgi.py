@@ -207,6 +207,16 @@ def test_environ_sets_what_every_request_has():
     handler.shutdown()
 
 
+def test_port_strings_stay_right_past_what_the_cache_keeps():
+    """REMOTE_PORT and SERVER_PORT come from a bounded cache of port strings: more
+    distinct client ports than it keeps still each get their own number."""
+    handler = WSGIHandler(wsgi_function, Config(threads=1))
+    for port in range(1024, 1024 + 5000):  # more than the cache's 4096 entries
+        env = handler.environ(stream(client=("10.0.0.1", port), server=("127.0.0.1", 8000)))
+        assert (env["REMOTE_PORT"], env["SERVER_PORT"]) == (str(port), "8000")
+    handler.shutdown()
+
+
 def test_environ_over_a_unix_socket_uses_the_host_header():
     handler = WSGIHandler(wsgi_function, Config(threads=1))
     env = handler.environ(stream(client=None, server=None,

@@ -1435,10 +1435,12 @@ class WSGIHandler:
         env["wsgi.errors"] = ErrorStream()
         if stream.tls is not None:
             env["HTTPS"] = "on"  # the CGI variable some frameworks read instead
+        ports = _PORTS
         client = stream.client
         if client is not None:
             env["REMOTE_ADDR"] = client[0]
-            env["REMOTE_PORT"] = str(client[1])
+            port = client[1]
+            env["REMOTE_PORT"] = ports.get(port) or _port_text(port)
         else:  # a UNIX socket: no client address
             del env["REMOTE_ADDR"], env["REMOTE_PORT"]
         keys = _KEYS
@@ -1458,7 +1460,6 @@ class WSGIHandler:
         if server is not None:
             env["SERVER_NAME"] = server[0]
             port = server[1]
-            ports = _PORTS
             env["SERVER_PORT"] = ports.get(port) or _port_text(port)
         else:  # a UNIX socket: the Host header is all there is
             host = env.get("HTTP_HOST", "localhost")
@@ -1470,16 +1471,19 @@ class WSGIHandler:
         return env
 
 
-# SERVER_PROTOCOL by the stream's version, and SERVER_PORT by the listening port:
-# the same few values on every request, so the strings are made once.
+# SERVER_PROTOCOL by the stream's version, and SERVER_PORT and REMOTE_PORT by the
+# port: the same values request after request (the listening port; a keep-alive
+# client's), so the strings are made once.
 _PROTOCOLS = {"1.1": "HTTP/1.1", "1.0": "HTTP/1.0", "2": "HTTP/2"}
 _PORTS: dict[int, str] = {}
+_PORTS_MAX = 4096  # then it starts over: clients' ports come and go
 
 
 def _port_text(port: int) -> str:
     text = str(port)
-    if len(_PORTS) < 64:  # a worker listens on a few ports
-        _PORTS[port] = text
+    if len(_PORTS) >= _PORTS_MAX:
+        _PORTS.clear()
+    _PORTS[port] = text
     return text
 
 
