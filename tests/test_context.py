@@ -196,6 +196,28 @@ def test_request_tasks_are_named() -> None:
     assert names == ["bivio-request"]
 
 
+def test_request_tasks_are_named_under_the_apps_task_factory() -> None:
+    """An app's task factory (instrumentation) makes the Task; the name is still ours."""
+    names, made = [], []
+
+    async def handler(stream):
+        names.append(asyncio.current_task().get_name())
+
+    def factory(loop, coro, **kwargs):
+        made.append(coro.__qualname__.rpartition(".")[2])
+        return asyncio.Task(coro, loop=loop, **kwargs)
+
+    async def main():
+        asyncio.get_running_loop().set_task_factory(factory)
+        ctx = _ctx(handler)
+        ctx.start_handler("a")
+        await _settle(ctx)
+
+    asyncio.run(main())
+    assert made[0] == "handler"  # (asyncio.run's own clean-up Tasks follow)
+    assert names == ["bivio-request"]
+
+
 def test_error_escaping_a_handler_that_ends_its_task_still_goes_to_the_loop() -> None:
     """No done callback reports it: asyncio does, as for any Task whose error nobody
     retrieved, once the Task is gone (at once: nothing else holds it)."""

@@ -330,8 +330,9 @@ class ServerContext:
         context = (contextvars.Context() if self._reset_contextvars
                    else self._base_context.copy())
         if loop.get_task_factory() is not None:  # the app's own (instrumentation, say)
-            task = (loop.create_task(coro, context=context) if _TASK_CONTEXT  # type: ignore[arg-type]
-                    else context.run(loop.create_task, coro))  # type: ignore[arg-type]
+            task = (loop.create_task(coro, name=_TASK_NAME, context=context)  # type: ignore[arg-type]
+                    if _TASK_CONTEXT
+                    else context.run(loop.create_task, coro, name=_TASK_NAME))  # type: ignore[arg-type]
         elif _EAGER:
             # The stream whose Task is in its first step, for the --loop-warn watchdog:
             # the Task is in self.tasks only once that step returns.
@@ -351,7 +352,7 @@ class ServerContext:
             # Python 3.11 costs a getpid() system call every time.
             task = _Task(coro, loop=loop, context=context, name=_TASK_NAME)
         else:  # Python 3.10's Task takes no context: create it inside the new one
-            task = context.run(loop.create_task, coro)  # type: ignore[arg-type]
+            task = context.run(loop.create_task, coro, name=_TASK_NAME)  # type: ignore[arg-type]
         self.tasks[task] = stream
         if not ends_itself:
             task.add_done_callback(self._task_done_cb)
