@@ -35,13 +35,17 @@ def report(**env: str) -> dict:
 
 
 def built() -> list[Path]:
-    """The compiled modules present in this tree (an in-place build)."""
-    suffixes = tuple(importlib.machinery.EXTENSION_SUFFIXES)
+    """The compiled modules in this tree (an in-place build) that this Python can import.
+
+    A name counts only as ``stem`` plus one of this interpreter's suffixes: another
+    Python's build (``asgi.cpython-311-….so`` under 3.13) is not this one's.
+    """
     found = []
     for name in compiled.MODULES:
         folder = SRC.parent.joinpath(*name.split(".")[:-1])
         stem = name.rpartition(".")[2]
-        found += [p for p in folder.glob(stem + ".*") if p.name.endswith(suffixes)]
+        found += [folder / (stem + suffix) for suffix in importlib.machinery.EXTENSION_SUFFIXES
+                  if (folder / (stem + suffix)).is_file()]
     return found
 
 
