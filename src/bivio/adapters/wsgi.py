@@ -172,6 +172,14 @@ class _Wakeups:
     No wake-up is lost: the drain clears :attr:`scheduled` before it looks at the
     queue, so a future queued after that look finds the flag clear and schedules the
     next drain. (``deque.append`` and ``popleft`` are atomic under the GIL.)
+
+    A closed loop raises for the post that finds no drain scheduled, as
+    ``call_soon_threadsafe`` always did. If the loop closes with a drain still queued
+    (a forced shutdown), later posts find :attr:`scheduled` set and return quietly;
+    nothing waits on them, since that shutdown abandons every exchange (which wakes
+    any thread waiting in ``_wait``) and the pool's threads are daemons. The same
+    window existed before batching, between a successful ``call_soon_threadsafe``
+    and the loop closing.
     """
 
     __slots__ = ("loop", "ready", "scheduled")
