@@ -1,4 +1,6 @@
 from bivio.core.streambase cimport StreamBase
+from bivio.core.context cimport ServerContext
+from bivio.adapters.asgi_scope cimport connection_scope
 
 cdef class HTTPCycle:
     cdef public StreamBase stream
@@ -17,7 +19,7 @@ cdef class ASGIHandler:
     cdef public object root_path
     cdef public object state
     cdef public object _ws_handler
-    cdef public object ctx
+    cdef public ServerContext ctx
     cdef public bint ends_its_task
 
     cpdef dict scope(self, StreamBase stream)

@@ -1,3 +1,6 @@
+# Module globals read on every request (task_ended): typed, read as C variables.
+cdef dict _CURRENT_TASKS
+
 cdef class ServerContext:
     cdef public object config
     cdef public object handler

@@ -373,9 +373,12 @@ _TASK_NAME = "bivio-request"
 _current_task = asyncio.current_task
 # Python 3.11's current_task() is Python code around this dict (3.12's is C, and
 # the dict may go): read directly where it is one, about 1,000 instructions less.
-_CURRENT_TASKS: dict[Any, Any] | None = getattr(asyncio.tasks, "_current_tasks", None)
-if not isinstance(_CURRENT_TASKS, dict) or sys.version_info >= (3, 12):
-    _CURRENT_TASKS = None
+# (Compiled, the name is a C variable typed dict (context.pxd): only a dict or None
+# may be assigned to it.)
+_found = getattr(asyncio.tasks, "_current_tasks", None)
+_CURRENT_TASKS: dict[Any, Any] | None = (
+    _found if isinstance(_found, dict) and sys.version_info < (3, 12) else None)
+del _found
 
 
 def _report(exc: BaseException) -> None:

@@ -1,3 +1,5 @@
 # Declarations for the compiled hot path (see src/bivio/compiled.py).
-# Functions only, nothing to declare: compiled, check_headers() runs on every
-# response without an interpreter frame (1k instructions a request).
+# Compiled, check_headers() runs on every response without an interpreter frame
+# (1k instructions a request); cpdef, so the protocols that cimport it call it
+# in C, without the Python call's argument tuple and lookup.
+cpdef check_headers(object headers)

@@ -1,6 +1,7 @@
 cimport cython
 from bivio.protocols.flow cimport StreamWaiters, WriteFlow
 from bivio.core.context cimport ServerContext
+from bivio.core.headers cimport check_headers
 
 cdef class H1Connection
 
