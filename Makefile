@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test install install-example install-test system-deps lint bench bench-peers conformance fuzz
+.PHONY: run test test-pythons install install-example install-test system-deps lint bench bench-peers conformance fuzz
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -74,6 +74,12 @@ test: install-test
 	$(BIN)/python -c '$(HOT_PATH_CHECK)'
 	$(BIN)/pytest
 	BIVIO_NO_EXTENSIONS=1 $(BIN)/pytest
+
+## The suite on the other supported Pythons, 3.10, 3.12 and 3.13 (PYTHONS="3.12" for one):
+## each in its own .venv-py3.X, found on PATH or in pyenv's versions, skipped with a
+## message when absent (REQUIRE_PYTHONS=1: fail instead). See scripts/test-pythons.sh.
+test-pythons: system-deps
+	bash scripts/test-pythons.sh
 
 ## Fuzz the HTTP/1.1 request path in-process (tests/fuzz_http1.py): 10^6 inputs, ends with
 ## one summary line (inputs, failures, time) and, on a failure, the minimal reproducer.
