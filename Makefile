@@ -79,7 +79,7 @@ test: install-test
 ## each in its own .venv-py3.X, found on PATH or in pyenv's versions, skipped with a
 ## message when absent (REQUIRE_PYTHONS=1: fail instead). See scripts/test-pythons.sh.
 test-pythons: system-deps
-	bash scripts/test-pythons.sh
+	HOT_PATH_CHECK='$(HOT_PATH_CHECK)' bash scripts/test-pythons.sh
 
 ## Fuzz the HTTP/1.1 request path in-process (tests/fuzz_http1.py): 10^6 inputs, ends with
 ## one summary line (inputs, failures, time) and, on a failure, the minimal reproducer.
