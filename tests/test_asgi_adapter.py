@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+from types import MappingProxyType
 from typing import Any
 
 import pytest
@@ -380,6 +381,55 @@ def test_cancelled_app_aborts_the_stream() -> None:
 
     asyncio.run(main())
     assert stream.aborted and stream.status is None
+
+
+class NowaitStream(FakeStream):
+    """Sends without a coroutine as HTTP/1.1's stream does: the adapter's fast path."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.sends_nowait = True
+        self.nowait: list[str] = []
+
+    def start_response_nowait(self, status: Any, headers: Any, trailers: bool = False) -> None:
+        self.nowait.append("start")
+        _complete(self.start_response(status, headers, trailers))
+
+    def send_body_nowait(self, data: bytes, more: bool) -> None:
+        self.nowait.append("body")
+        _complete(self.send_body(data, more))
+
+
+def _complete(coro: Any) -> None:
+    """Run a fake stream's send coroutine, which never waits, to its end."""
+    with pytest.raises(StopIteration):
+        coro.send(None)
+
+
+class _Message(dict):
+    """A dict subclass: an app's own message type."""
+
+
+@pytest.mark.parametrize("message_type", [dict, _Message, MappingProxyType],
+                         ids=["dict", "dict-subclass", "mapping"])
+@pytest.mark.parametrize("stream_type", [FakeStream, NowaitStream], ids=["coroutines", "nowait"])
+def test_messages_of_any_mapping_type_are_read_alike(message_type: Any, stream_type: Any) -> None:
+    """The fast path reads plain dicts directly (compiled: no method lookups); any other
+    mapping takes the general path and gets the same response."""
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await send(message_type({"type": "http.response.start", "status": 201,
+                                 "headers": [(b"x-a", b"1")]}))
+        await send(message_type({"type": "http.response.body", "body": b"he",
+                                 "more_body": True}))
+        await send(message_type({"type": "http.response.body", "body": b"llo"}))
+
+    stream = stream_type()
+    run(ASGIHandler(app), stream)
+    assert stream.status == 201 and stream.response_headers == [(b"x-a", b"1")]
+    assert bytes(stream.body) == b"hello" and stream.response_complete
+    if stream_type is NowaitStream:
+        assert stream.nowait == (["start", "body", "body"] if message_type is dict else [])
 
 
 # -- extensions --------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+from types import MappingProxyType
 from typing import Any
 
 import pytest
@@ -141,6 +142,24 @@ def test_accept_receive_send_close() -> None:
     assert ws.sent == ["HELLO", b"\x02\x01"]
     assert ws.closed == (4000, "done")
     assert stream.status is None  # no HTTP response: the session answered the handshake
+    assert not ws.aborted and not stream.aborted
+
+
+@pytest.mark.parametrize("message_type", [dict, MappingProxyType], ids=["dict", "mapping"])
+def test_send_reads_any_mapping_alike(message_type: Any) -> None:
+    """The fast path reads plain dicts directly (compiled: no method lookups); any other
+    mapping takes the general path and is sent the same."""
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await accept(receive, send)
+        await send(message_type({"type": "websocket.send", "text": "hi"}))
+        await send(message_type({"type": "websocket.send", "bytes": b"\x01"}))
+        await send(message_type({"type": "websocket.close", "code": 4001}))
+
+    stream, ws = upgrade()
+    run(app, stream)
+    assert ws.sent == ["hi", b"\x01"]
+    assert ws.closed == (4001, "")
     assert not ws.aborted and not stream.aborted
 
 

@@ -1,3 +1,4 @@
+cimport cython
 from bivio.core.streambase cimport StreamBase
 from bivio.core.context cimport ServerContext
 from bivio.adapters.asgi_scope cimport connection_scope
@@ -12,6 +13,9 @@ cdef class HTTPCycle:
     cdef public bint gone
     cdef public bint nowait
 
+    @cython.locals(fields=dict)
+    cpdef send(self, object message)
+    @cython.locals(fields=dict)
     cpdef tuple _start(self, object message)
 
 cdef class ASGIHandler:
@@ -23,3 +27,4 @@ cdef class ASGIHandler:
     cdef public bint ends_its_task
 
     cpdef dict scope(self, StreamBase stream)
+    cpdef HTTPCycle cycle(self, StreamBase stream)

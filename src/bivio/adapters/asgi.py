@@ -67,16 +67,17 @@ class HTTPCycle:
 
     def send(self, message: dict[str, Any]) -> Any:
         """ASGI ``send``: an awaitable; HTTP/1.1's common cases complete before it is awaited."""
-        if self.nowait:
-            kind = message["type"]
+        if self.nowait and type(message) is dict:
+            fields = message  # compiled: a dict local (asgi.pxd), read without method lookups
+            kind = fields["type"]
             if kind == "http.response.body" and self.started and not self.complete:
-                more = message.get("more_body", False)
+                more = fields.get("more_body", False)
                 if not more and not self.more_trailers:
                     self.complete = True
-                waiter = self.stream.send_body_nowait(message.get("body", b""), more)
+                waiter = self.stream.send_body_nowait(fields.get("body", b""), more)
                 return READY if waiter is None else waiter
             if kind == "http.response.start" and not self.started:
-                status, headers, trailers = self._start(message)
+                status, headers, trailers = self._start(fields)
                 self.stream.start_response_nowait(status, headers, trailers)
                 return READY
         return self._send(message)
@@ -84,14 +85,17 @@ class HTTPCycle:
     def _start(self, message: dict[str, Any]) -> tuple[Any, list[tuple[bytes, bytes]], bool]:
         """Take an ``http.response.start`` message: (status, headers, trailers)."""
         self.started = True
-        trailers = bool(message.get("trailers", False))
+        # ASGI messages are dicts; any other mapping is read as one. Compiled, a dict
+        # local (asgi.pxd): its reads are C calls, not bound-method lookups.
+        fields = message if type(message) is dict else dict(message)
+        trailers = bool(fields.get("trailers", False))
         self.more_trailers = trailers
-        status = message["status"]  # first, as before: a KeyError wins over bad headers
+        status = fields["status"]  # first, as before: a KeyError wins over bad headers
         # _header_list(), inline: pairs of bytes (the usual case) skip the bytes()
         # conversion of each name and value.
         try:
             headers = [(n, v) if type(n) is bytes is type(v) else (bytes(n), bytes(v))
-                       for n, v in message.get("headers", ())]
+                       for n, v in fields.get("headers", ())]
         except (TypeError, ValueError):
             raise TypeError("ASGI headers must be an iterable of [bytes, bytes] pairs") from None
         return status, headers, trailers
@@ -184,14 +188,22 @@ class ASGIHandler:
         scope["method"] = stream.method
         return scope
 
+    def cycle(self, stream: Stream) -> HTTPCycle | None:
+        """Mark the stream as ASGI's; the request's HTTPCycle, or None for a WebSocket
+        upgrade. (Compiled, a C call that reads and sets the stream's fields
+        directly: the coroutine below cannot type its argument.)"""
+        stream.interface = "asgi"
+        if stream.upgrade is not None:
+            return None
+        return HTTPCycle(stream)
+
     async def __call__(self, stream: Stream) -> None:
         # The Task leaves ctx.tasks here, not by a done callback (ServerContext.start_handler).
         try:
-            stream.interface = "asgi"
-            if stream.upgrade is not None:
+            cycle = self.cycle(stream)
+            if cycle is None:
                 await self._ws_handler(stream)
                 return
-            cycle = HTTPCycle(stream)
             try:
                 await self.app(self.scope(stream), cycle.receive, cycle.send)
             except ClientDisconnected as exc:

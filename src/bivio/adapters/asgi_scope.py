@@ -45,7 +45,11 @@ def connection_scope(kind: str, stream: Stream, scheme: str, root_path: str,
     ``extensions`` must be a dict made for this scope; the ``tls`` extension is
     added to it when the stream came over TLS.
     """
-    path, raw_path = scope_paths(stream.raw_path, root_path)
+    raw_path = stream.raw_path
+    if root_path or 0x25 in raw_path:  # b"%": the rule is scope_paths'
+        path, raw_path = scope_paths(raw_path, root_path)
+    else:  # the common case, without a call: no root, nothing to decode
+        path = raw_path.decode("latin-1")
     if stream.tls is not None:
         extensions["tls"] = tls_extension(stream.tls)
     return {

@@ -1,3 +1,5 @@
+cimport cython
+
 cdef class WebSocketCycle:
     cdef public object stream
     cdef public object ws
@@ -6,6 +8,9 @@ cdef class WebSocketCycle:
     cdef public bint disconnected
     cdef public bint response_done
     cdef public bint nowait
+
+    @cython.locals(fields=dict)
+    cpdef send(self, object message)
 
 cdef class ASGIWebSocketHandler:
     cdef public object app

@@ -80,14 +80,15 @@ class WebSocketCycle:
 
     def send(self, message: dict[str, Any]) -> Any:
         """ASGI ``send``: an awaitable; a message the session takes at once needs no coroutine."""
-        if self.nowait and self.state == _CONNECTED:
+        if self.nowait and self.state == _CONNECTED and type(message) is dict:
+            fields = message  # compiled: a dict local (asgi_ws.pxd), read without method lookups
             try:
-                if message["type"] == "websocket.send":
-                    text = message.get("text")
+                if fields["type"] == "websocket.send":
+                    text = fields.get("text")
                     if text is not None:
                         wait = self.ws.send_nowait(text)
                     else:
-                        data = message.get("bytes")
+                        data = fields.get("bytes")
                         if data is None:
                             raise ValueError("'websocket.send' needs 'text' or 'bytes'")
                         wait = self.ws.send_nowait(bytes(data))
