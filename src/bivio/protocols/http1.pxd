@@ -5,6 +5,11 @@ from bivio.core.headers cimport check_headers
 
 cdef class H1Connection
 
+# The module's lookup tables, typed: compiled, a .get() on them is a C call, not a
+# bound-method lookup (and the names are C variables, not module attributes).
+cdef dict STATUS_LINES, _LENGTH_LINES, _LOWER, _LENGTHS, _METHODS
+cdef frozenset _PROXY_HEADERS, _FRAMING_FIELDS, _HEAD_FIELDS
+
 cpdef bytes status_line(int status)
 cpdef bytes _without(bytes defaults, bytes name)
 
