@@ -90,6 +90,9 @@ cdef class H1Connection(WriteFlow):
     cdef public Py_ssize_t _head_limit
     cdef public double _keep_alive
 
+    # httptools' callbacks per request line and field: typed, the bytes methods are C calls.
+    cpdef on_url(self, bytes url)
+    cpdef on_header(self, bytes name, bytes value)
     cpdef _start(self, H1Stream stream)
     cpdef bint closing_after_current(self, H1Stream stream)
     cpdef _response_done(self, H1Stream stream)
