@@ -58,7 +58,7 @@ cdef class H1Connection(WriteFlow):
     cdef public object _timer
     cdef public double _timer_when
     cdef public double _timer_at
-    cdef public object _timer_cb
+    cdef public int _timer_due
     cdef public H1Stream _current
     cdef public object _pending
     cdef public H1Stream _parsing
@@ -98,7 +98,7 @@ cdef class H1Connection(WriteFlow):
     cpdef _response_done(self, H1Stream stream)
     cpdef _next_request(self, H1Stream stream)
     cpdef _body_consumed(self, H1Stream stream)
-    cpdef _set_timer(self, double delay, object callback)
+    cpdef _set_timer(self, double delay, int due)
     cpdef _cancel_timer(self)
     cpdef _pause_reading(self)
     cpdef _resume_reading(self)

@@ -85,6 +85,9 @@ _LENGTHS: dict[bytes, int] = {}
 # The common methods' names as str, decoded once (llhttp's methods are all ASCII).
 _METHODS = {m: m.decode("ascii") for m in (b"GET", b"HEAD", b"POST", b"PUT", b"DELETE",
                                            b"OPTIONS", b"PATCH", b"CONNECT", b"TRACE")}
+# What the connection's one timer is for (H1Connection._timer_due): a number, not
+# the bound method to call, which would be made anew each time a request re-arms it.
+_DUE_NONE, _DUE_HEADER, _DUE_BODY, _DUE_IDLE = 0, 1, 2, 3
 # Every field on_headers_complete looks at (framing, host, upgrade, the proxy's).
 _HEAD_FIELDS = frozenset({b"host", b"expect", b"transfer-encoding", b"content-length",
                           b"upgrade"}) | _PROXY_HEADERS
@@ -516,7 +519,7 @@ class H1Connection(WriteFlow):
         self._timer: asyncio.TimerHandle | None = None
         self._timer_when = 0.0  # when the pending handle fires
         self._timer_at = 0.0  # when the timeout is due (never before _timer_when)
-        self._timer_cb: Any = None  # what is due then; None: no timeout armed
+        self._timer_due = _DUE_NONE  # which timeout is due then (_DUE_*)
         self._current: H1Stream | None = None
         self._pending: deque[H1Stream] = deque()
         self._parsing: H1Stream | None = None
@@ -578,7 +581,7 @@ class H1Connection(WriteFlow):
             self.client[0] if self.client else "unix:"
         )
         self.ctx.connections.add(self)
-        self._set_timer(self.config.timeout_keep_alive, self._on_idle_timeout)
+        self._set_timer(self.config.timeout_keep_alive, _DUE_IDLE)
         if self.ctx.intake_paused:
             self.pause_intake()
 
@@ -653,7 +656,7 @@ class H1Connection(WriteFlow):
             # The head goes on in the next read: keep this part for the line check.
             if self._line_parts is None:
                 # The read in which this head began: its clock starts (once per head).
-                self._set_timer(self.config.timeout_request_header, self._on_header_timeout)
+                self._set_timer(self.config.timeout_request_header, _DUE_HEADER)
                 self._line_parts = [data]
                 self._line_room = self._line_cap - len(data)
             elif self._line_room > 0:
@@ -722,7 +725,7 @@ class H1Connection(WriteFlow):
     def on_headers_complete(self) -> None:
         self._in_head = False
         self._head_bytes = 0
-        self._timer_cb = None  # _cancel_timer(), inline: the header clock stops
+        self._timer_due = _DUE_NONE  # _cancel_timer(), inline: the header clock stops
         if self._closed:
             self._cancel_timer()
         parser = self.parser
@@ -923,7 +926,7 @@ class H1Connection(WriteFlow):
         if self._reading_paused:
             self._resume_reading()
         if self._parsing is None and not self._in_head:
-            self._set_timer(self._keep_alive, self._on_idle_timeout)
+            self._set_timer(self._keep_alive, _DUE_IDLE)
 
     def _switch_to_websocket(self, ws: WebSocket, headers: Headers) -> bytes:
         """An accepted WebSocket: write the 101 with ``headers``, hand the socket over.
@@ -1167,7 +1170,7 @@ class H1Connection(WriteFlow):
         stream = self._parsing
         if (stream is not None and not stream.expect_continue and not self._reading_paused
                 and not self._closed):
-            self._set_timer(self._body_timeout, self._on_body_timeout)
+            self._set_timer(self._body_timeout, _DUE_BODY)
 
     def _on_body_timeout(self) -> None:
         stream = self._parsing
@@ -1179,7 +1182,7 @@ class H1Connection(WriteFlow):
                     peer_name(self.transport), self._body_timeout, answer)
         self._fail(408, "Request body timeout")
 
-    def _set_timer(self, delay: float, callback: Any) -> None:
+    def _set_timer(self, delay: float, due: int) -> None:
         """Arm the connection's one timeout (header, body, keep-alive) ``delay`` s from now.
 
         Every request re-arms it twice, so the loop's timer is moved lazily: an
@@ -1189,12 +1192,12 @@ class H1Connection(WriteFlow):
         request (about a tenth of the per-request CPU on a hello benchmark).
         """
         if delay <= 0:
-            self._timer_cb = None
+            self._timer_due = _DUE_NONE
             return
         loop = self.loop
         at = loop.time() + delay
         self._timer_at = at
-        self._timer_cb = callback
+        self._timer_due = due
         handle = self._timer
         if handle is None or self._timer_when > at:
             if handle is not None:
@@ -1203,23 +1206,28 @@ class H1Connection(WriteFlow):
             self._timer = loop.call_at(at, self._on_timer)
 
     def _cancel_timer(self) -> None:
-        self._timer_cb = None
+        self._timer_due = _DUE_NONE
         if self._closed and self._timer is not None:
             self._timer.cancel()  # a closed connection must not linger until it fires
             self._timer = None
 
     def _on_timer(self) -> None:
         self._timer = None
-        callback = self._timer_cb
-        if callback is None or self._closed:
+        due = self._timer_due
+        if due == _DUE_NONE or self._closed:
             return
         at = self._timer_at
         if self.loop.time() < at - 0.001:  # re-armed since: not due yet
             self._timer_when = at
             self._timer = self.loop.call_at(at, self._on_timer)
             return
-        self._timer_cb = None
-        callback()
+        self._timer_due = _DUE_NONE
+        if due == _DUE_IDLE:
+            self._on_idle_timeout()
+        elif due == _DUE_HEADER:
+            self._on_header_timeout()
+        else:
+            self._on_body_timeout()
 
     def _pause_reading(self) -> None:
         if not self._reading_paused and not self._closed:
@@ -1261,7 +1269,7 @@ class H1Connection(WriteFlow):
             self._intake_held = False
             self._resume_reading()
             if self.is_idle():
-                self._set_timer(self.config.timeout_keep_alive, self._on_idle_timeout)
+                self._set_timer(self.config.timeout_keep_alive, _DUE_IDLE)
 
     def is_idle(self) -> bool:
         return self._current is None and not self._in_head and self._parsing is None
