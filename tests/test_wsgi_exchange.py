@@ -25,6 +25,7 @@ from bivio.adapters.wsgi import (
     _WHOLE,
     HIGH_WATER,
     LOW_WATER,
+    ThreadPool,
     WSGIHandler,
     WSGIInput,
     _Exchange,
@@ -37,6 +38,13 @@ LONG = 10.0  # only against hangs
 
 
 # -- helpers --------------------------------------------------------------------------------
+
+
+class RefusingPool(ThreadPool):
+    """A pool that cannot start a thread (the process is out of them)."""
+
+    def submit(self, job: Callable[[], None], busy: int) -> None:
+        raise RuntimeError("can't start new thread")
 
 
 class RecordingStream(FakeStream):
@@ -985,18 +993,15 @@ def test_a_thread_that_cannot_start_fails_its_request_and_frees_the_slot():
         return [b"ok"]
 
     handler = WSGIHandler(app, Config(threads=1))
-    real_submit = handler.pool.submit
+    real_pool = handler.pool
 
     async def main() -> None:
-        def refuse(job: Callable[[], None], busy_count: int) -> None:
-            raise RuntimeError("can't start new thread")
-
-        handler.pool.submit = refuse  # type: ignore[method-assign]
+        handler.pool = RefusingPool(handler.size)
         refused = RecordingStream("POST", b"/refused", body=b"payload")
         with pytest.raises(RuntimeError, match="can't start new thread"):
             await asyncio.wait_for(handler(refused), LONG)
         assert handler.free == handler.size  # the slot it was given came back
-        handler.pool.submit = real_submit  # type: ignore[method-assign]
+        handler.pool = real_pool
         after = RecordingStream(path=b"/after")
         await asyncio.wait_for(handler(after), LONG)
         assert bytes(after.body) == b"ok"
@@ -1197,13 +1202,14 @@ def test_calls_started_in_one_loop_iteration_go_to_the_pool_together_after_it():
     started in one iteration are given to the pool at its end, in order."""
     handler, ctx = _context(hello)
     submitted: list[int] = []
-    real_submit = handler.pool.submit
 
-    def submit(job: Callable[[], None], busy: int) -> None:
-        submitted.append(busy)
-        real_submit(job, busy)
+    class RecordingPool(ThreadPool):
+        def submit(self, job: Callable[[], None], busy: int) -> None:
+            submitted.append(busy)
+            super().submit(job, busy)
 
-    handler.pool.submit = submit  # type: ignore[method-assign]
+    handler.pool.shutdown()
+    handler.pool = RecordingPool(handler.size)
 
     async def main() -> None:
         streams = [NowaitStream(path=f"/{i}".encode()) for i in range(3)]
@@ -1224,11 +1230,7 @@ def test_calls_started_in_one_loop_iteration_go_to_the_pool_together_after_it():
 def test_a_thread_that_cannot_start_gives_up_a_request_started_without_a_task(
         caplog: pytest.LogCaptureFixture):
     handler, ctx = _context(hello, threads=1)
-
-    def refuse(job: Callable[[], None], busy_count: int) -> None:
-        raise RuntimeError("can't start new thread")
-
-    handler.pool.submit = refuse  # type: ignore[method-assign]
+    handler.pool = RefusingPool(handler.size)
 
     async def main() -> None:
         stream = NowaitStream()

@@ -80,6 +80,15 @@ cdef _init_exchange(_Exchange self, object loop, StreamBase stream, long long sp
                     object on_done, _SpoolBudget budget, _Wakeups wakeups)
 
 
+cdef class ThreadPool:
+    cdef public Py_ssize_t size
+    cdef public object jobs
+    cdef public list threads
+    cdef object _put
+
+    cpdef submit(self, object job, Py_ssize_t busy)
+
+
 cdef class WSGIHandler:
     cdef public object app
     cdef public object config
@@ -88,7 +97,7 @@ cdef class WSGIHandler:
     cdef public bint buffer_bodies
     cdef public long long response_buffer
     cdef public _SpoolBudget spool_budget
-    cdef public object pool
+    cdef public ThreadPool pool
     cdef public Py_ssize_t busy
     cdef public Py_ssize_t pause_above
     cdef public Py_ssize_t resume_at

@@ -1122,11 +1122,17 @@ async def _read_body(stream: Stream) -> tuple[Any, int]:
 
 
 class ThreadPool:
-    """Threads started on demand up to ``size``; jobs beyond wait in the queue (FIFO)."""
+    """Threads started on demand up to ``size``; jobs beyond wait in the queue (FIFO).
+
+    Compiled, an extension type (``wsgi.pxd``): :meth:`submit` runs once per request,
+    and its attributes are C fields. A test that needs another ``submit`` subclasses
+    it (an instance's methods cannot be replaced).
+    """
 
     def __init__(self, size: int) -> None:
         self.size = size
         self.jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._put = self.jobs.put
         self.threads: list[threading.Thread] = []
 
     def submit(self, job: Callable[[], None], busy: int) -> None:
@@ -1137,7 +1143,7 @@ class ThreadPool:
                                       name=f"bivio-wsgi-{len(self.threads) + 1}")
             self.threads.append(thread)
             thread.start()
-        self.jobs.put(job)
+        self._put(job)
 
     def _work(self) -> None:
         get = self.jobs.get
