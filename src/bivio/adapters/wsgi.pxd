@@ -74,6 +74,11 @@ cdef class _Exchange:
     cpdef object _reply_first(self)
     cpdef object _after_whole(self, long long size)
     cpdef _give_up(self)
+    cpdef _first_posted(self, object first)
+
+
+@cython.locals(exchange=_Exchange)
+cdef _wake(object fut)
 
 
 cdef _init_exchange(_Exchange self, object loop, StreamBase stream, long long spool_cap,
@@ -106,6 +111,7 @@ cdef class WSGIHandler:
     cdef public object exchange_type
     cdef public list starts
     cdef public _Wakeups wakeups
+    cdef object _slot_released
 
     cpdef _Exchange _new_exchange(self, object loop, StreamBase stream)
     cpdef object start_nowait(self, StreamBase stream)
@@ -130,6 +136,7 @@ cdef class _Call:
     cdef public bint queued
 
     @cython.locals(codes=dict, cache=dict, encoded=list, hit=tuple)
+    cpdef run(self)
     cpdef _start(self, object status, object headers)
     cpdef _respond(self, dict env)
     cpdef _send_sequence(self, object items, bint hold=*)

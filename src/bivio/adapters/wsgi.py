@@ -133,8 +133,10 @@ def _wake(fut: asyncio.Future[None]) -> None:
     except asyncio.InvalidStateError:  # cancelled meanwhile (given up): nobody waits
         return
     if type(fut) is _FirstPost:
-        # A request started without a Task: answered here, in this same callback.
-        fut.exchange._first_posted(fut)
+        # A request started without a Task: answered here, in this same callback
+        # (compiled, ``exchange`` is typed: a direct call, no bound method made).
+        exchange = fut.exchange
+        exchange._first_posted(fut)
 
 
 class _FirstPost(asyncio.Future):  # type: ignore[type-arg]
@@ -457,7 +459,12 @@ class _Exchange:
         """:meth:`finish` with its items in one tuple (the thread's own, cheaper call)."""
         spool = None
         release = False
-        with self.lock:
+        # acquire() and release() rather than ``with``: compiled, a ``with`` binds the
+        # lock's __enter__ and __exit__ anew each time (two method objects made and
+        # freed, once per request here); a method call binds nothing.
+        lock = self.lock
+        lock.acquire()
+        try:
             self.items.extend(items)
             self.pending += size
             fut, self.waiter = self.waiter, None
@@ -469,6 +476,8 @@ class _Exchange:
                 elif fut is None and not self.pump_done and (self.spool is not None
                                                              or self.file_fd >= 0):
                     release = True  # the pump is busy (sending a spool, a file): free the slot
+        finally:
+            lock.release()
         if fut is not None:
             self._wake_loop(fut)
         elif release:
@@ -1239,6 +1248,8 @@ class WSGIHandler:
         # Calls started without a Task, for the pool at the end of the loop iteration.
         self.starts: list[_Call] = []
         self.wakeups: _Wakeups | None = None  # the loop's, made with the first exchange
+        # Each exchange's on_done, bound once (not a method object made per request).
+        self._slot_released = self._release_slot
         logger.info("WSGI application: %d thread%s per worker", self.size,
                     "" if self.size == 1 else "s")
         self.base_environ: dict[str, Any] = {
@@ -1348,7 +1359,7 @@ class WSGIHandler:
         for call in starts:
             busy += 1
             try:
-                self.pool.submit(call.run, busy)
+                self.pool.submit(call, busy)
             except Exception as exc:  # no thread could be started (the process is out of them)
                 logger.error("WSGI request not run: %s", exc)
                 first = call.exchange.waiter
@@ -1393,7 +1404,7 @@ class WSGIHandler:
         try:
             call = _Call(self, stream, exchange, body, size, busy > self.size)
             try:
-                self.pool.submit(call.run, busy)
+                self.pool.submit(call, busy)
             except BaseException:
                 if body is not None:
                     body.close()
@@ -1418,10 +1429,10 @@ class WSGIHandler:
             if wakeups is None or wakeups.loop is not loop:
                 wakeups = self.wakeups = _Wakeups(loop)
             exchange = _Exchange.__new__(_Exchange)
-            _init_exchange(exchange, loop, stream, self.response_buffer, self._release_slot,
+            _init_exchange(exchange, loop, stream, self.response_buffer, self._slot_released,
                            self.spool_budget, wakeups)
             return exchange
-        return self.exchange_type(loop, stream, self.response_buffer, self._release_slot,
+        return self.exchange_type(loop, stream, self.response_buffer, self._slot_released,
                                   self.spool_budget)
 
     def environ(self, stream: Stream) -> dict[str, Any]:
@@ -1626,6 +1637,11 @@ class _Call:
                                size=len(data))
 
     # -- the call ------------------------------------------------------------------------------
+
+    def __call__(self) -> None:
+        """The pool's job is the call itself (:meth:`run`): queued as it is, with no
+        bound method made for it per request."""
+        self.run()
 
     def run(self) -> None:
         """Thread entry: never raises; always ends with ``_END`` posted."""
