@@ -2,6 +2,13 @@ cimport cython
 from bivio.core.context cimport ServerContext
 from bivio.core.streambase cimport StreamBase
 
+# Module globals read on every request: typed, read as C variables. (From Python 3.12
+# Cython looks an untyped global up in the module's dict at every read: its cache
+# keyed on the dict's version is gone.)
+cdef dict _KEYS, _PROTOCOLS, _PORTS, _ENCODED, _CODES
+cdef Py_ssize_t _PORTS_MAX, _ENCODED_MAX, _CODES_MAX
+cdef bytes _CONTENT_LENGTH
+
 cdef class _SpoolBudget:
     cdef public object lock
     cdef public long long left

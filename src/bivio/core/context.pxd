@@ -1,5 +1,10 @@
-# Module globals read on every request (task_ended): typed, read as C variables.
+# Module globals read on every request (task_ended, _run_task): typed, read as C
+# variables. (From Python 3.12 Cython looks an untyped global up in the module's dict
+# at every read: its cache keyed on the dict's version is gone.)
 cdef dict _CURRENT_TASKS
+cdef bint _EAGER, _TASK_CONTEXT
+cdef object _Task
+cdef str _TASK_NAME
 
 cdef class ServerContext:
     cdef public object config

@@ -11,6 +11,8 @@ cdef dict STATUS_LINES, _LENGTH_LINES, _LOWER, _LENGTHS, _METHODS
 cdef frozenset _PROXY_HEADERS, _FRAMING_FIELDS, _HEAD_FIELDS
 # Which of the connection's timeouts is due (H1Connection._timer_due).
 cdef int _DUE_NONE, _DUE_HEADER, _DUE_BODY, _DUE_IDLE
+# Read for every request (from Python 3.12 an untyped global is a dict lookup each time).
+cdef object _monotonic
 
 cpdef bytes status_line(int status)
 cpdef bytes _without(bytes defaults, bytes name)
