@@ -142,8 +142,8 @@ cdef class _Call:
     cdef public object held
     cdef public bint queued
 
-    @cython.locals(codes=dict, cache=dict, encoded=list, hit=tuple)
     cpdef run(self)
+    @cython.locals(codes=dict, cache=dict, encoded=list, hit=tuple)
     cpdef _start(self, object status, object headers)
     cpdef _respond(self, dict env)
     cpdef _send_sequence(self, object items, bint hold=*)
